@@ -1,0 +1,252 @@
+"""Stage 1, fetch: a local file, a direct image/video URL, or a platform link (yt-dlp).
+
+``fetch(source, dest_dir, settings)`` returns a :class:`Fetched` with the local path and
+the sha256 of the bytes (so a repost under another URL is recognised downstream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from .errors import (
+    DetectorError,
+    NotAMedium,
+    NotFound,
+    TooLarge,
+    TooLong,
+    Unreachable,
+    UnsupportedURL,
+)
+from .netguard import check_url
+from .settings import DetectorSettings
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = ("image/", "video/")
+BINARY_TYPES = ("application/octet-stream", "binary/octet-stream", "application/mp4")
+MAX_REDIRECTS = 5
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    input: str
+    url: str | None
+    via: str  # "file" | "http" | "yt-dlp"
+    sha256: str
+    size_bytes: int
+    title: str | None = None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_url(source: str) -> bool:
+    return "://" in source[:16]
+
+
+def fetch(source: str, dest_dir: Path, settings: DetectorSettings | None = None) -> Fetched:
+    settings = settings or DetectorSettings()
+    if not is_url(source):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise NotFound(f"There is no file at {source!r}.")
+        size = path.stat().st_size
+        if size > settings.max_bytes:
+            raise TooLarge(_too_large(size, settings))
+        return Fetched(path, source, None, "file", sha256_file(path), size, path.name)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    check_url(source, settings.allow_private_hosts)
+    if _platform_extractor(source):
+        return _fetch_ytdlp(source, source, dest_dir, settings)
+    return _fetch_http(source, dest_dir, settings)
+
+
+def _too_large(size: int, settings: DetectorSettings) -> str:
+    return (f"The file is {size / 2**20:.0f} MB; the limit is "
+            f"{settings.max_bytes / 2**20:.0f} MB.")
+
+
+def _platform_extractor(url: str) -> str | None:
+    """The name of a yt-dlp extractor made for this site, if any (the generic one excluded)."""
+    from yt_dlp.extractor import gen_extractor_classes
+
+    for ie in gen_extractor_classes():
+        if ie.ie_key() == "Generic":
+            continue
+        try:
+            if ie.suitable(url):
+                return ie.ie_key()
+        except Exception:  # a broken extractor regex must not break fetching
+            continue
+    return None
+
+
+def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "deepfake-check/0.1 (+https://github.com/)"
+    session.trust_env = False  # no proxies from the environment: the guard must see the real peer
+    current = url
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(current, settings.allow_private_hosts)
+            resp = session.get(current, stream=True, allow_redirects=False,
+                               timeout=(10, settings.fetch_timeout_s))
+            if resp.is_redirect:
+                current = urljoin(current, resp.headers["Location"])
+                resp.close()
+                continue
+            break
+        else:
+            raise Unreachable("The link redirects too many times.")
+    except requests.RequestException as e:
+        raise Unreachable(f"The link could not be reached ({type(e).__name__}).") from e
+
+    with resp:
+        if resp.status_code in (404, 410):
+            raise NotFound(f"The link returned HTTP {resp.status_code}: the file is gone.")
+        if resp.status_code in (401, 403):
+            raise NotFound(f"The link returned HTTP {resp.status_code}: the file is not public.")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise Unreachable(f"The server answered HTTP {resp.status_code}; try again later.")
+        if resp.status_code >= 400:
+            raise NotFound(f"The link returned HTTP {resp.status_code}.")
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml"):
+            # A web page: yt-dlp's generic extractor finds embedded videos.
+            return _fetch_ytdlp(url, current, dest_dir, settings)
+        if not (ctype.startswith(MEDIA_TYPES) or ctype in BINARY_TYPES or not ctype):
+            raise NotAMedium(f"The link serves {ctype!r}, not an image or a video.")
+        length = int(resp.headers.get("Content-Length") or 0)
+        if length > settings.max_bytes:
+            raise TooLarge(_too_large(length, settings))
+        suffix = _suffix(urlsplit(current).path, ctype)
+        path = dest_dir / f"media{suffix}"
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "wb") as f:
+                for chunk in resp.iter_content(CHUNK):
+                    size += len(chunk)
+                    if size > settings.max_bytes:
+                        raise TooLarge(f"The file is larger than the "
+                                       f"{settings.max_bytes / 2**20:.0f} MB limit.")
+                    h.update(chunk)
+                    f.write(chunk)
+        except requests.RequestException as e:
+            path.unlink(missing_ok=True)
+            raise Unreachable("The download broke off; try again later.") from e
+        except DetectorError:
+            path.unlink(missing_ok=True)
+            raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise NotAMedium("The link served an empty file.")
+    return Fetched(path, url, current, "http", h.hexdigest(), size,
+                   os.path.basename(urlsplit(current).path) or None)
+
+
+def _suffix(path: str, ctype: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if 1 < len(ext) <= 5:
+        return ext
+    return mimetypes.guess_extension(ctype or "") or ".bin"
+
+
+def _fetch_ytdlp(original: str, url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
+    from yt_dlp import YoutubeDL
+    from yt_dlp.utils import DownloadError
+
+    h = settings.max_height
+    opts = {
+        # Best mp4-compatible video at or under max_height with audio, else the best single file.
+        "format": (f"bv*[height<={h}][ext=mp4]+ba[ext=m4a]/b[height<={h}][ext=mp4]/"
+                   f"bv*[height<={h}]+ba/b[height<={h}]/w"),
+        "merge_output_format": "mp4",
+        "outtmpl": str(dest_dir / "media.%(ext)s"),
+        "noplaylist": True,
+        "playlist_items": "1",
+        "max_filesize": settings.max_bytes,
+        "socket_timeout": settings.fetch_timeout_s,
+        "retries": 2,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": _YtdlpLogger(),
+        "cachedir": False,
+    }
+    try:
+        with YoutubeDL(opts) as ydl:
+            info = ydl.extract_info(url, download=False)
+            if info.get("_type") == "playlist":
+                entries = [e for e in (info.get("entries") or []) if e]
+                if not entries:
+                    raise NotAMedium("No video was found at this link.")
+                info = entries[0]
+            if info.get("is_live"):
+                raise UnsupportedURL("Live streams cannot be checked; send the recording once it ends.")
+            duration = info.get("duration")
+            if duration and duration > settings.max_duration_s:
+                raise TooLong(f"The video lasts {duration / 60:.0f} min; the limit is "
+                              f"{settings.max_duration_s / 60:.0f} min.")
+            size = info.get("filesize") or info.get("filesize_approx")
+            if size and size > settings.max_bytes:
+                raise TooLarge(_too_large(size, settings))
+            info = ydl.process_ie_result(info, download=True)
+    except DownloadError as e:
+        raise _map_ytdlp_error(str(e)) from e
+    files = [Path(r["filepath"]) for r in info.get("requested_downloads") or [] if r.get("filepath")]
+    files = [p for p in files if p.is_file()] or sorted(dest_dir.glob("media.*"))
+    if not files:
+        raise TooLarge("The download was refused: the file exceeds the size limit.")
+    path = files[0]
+    size = path.stat().st_size
+    return Fetched(path, original, info.get("webpage_url") or url, "yt-dlp",
+                   sha256_file(path), size, info.get("title"))
+
+
+def _map_ytdlp_error(msg: str) -> DetectorError:
+    low = msg.lower()
+    if "unsupported url" in low:
+        return NotAMedium("No image or video was found at this link.")
+    if "private" in low or "sign in" in low or "login" in low or "members-only" in low:
+        return NotFound("The video is private or needs a login; only public videos can be checked.")
+    if "404" in low or "not found" in low or "unavailable" in low or "removed" in low:
+        return NotFound("The video is unavailable or was removed.")
+    if "max-filesize" in low or "larger than" in low:
+        return TooLarge("The video is larger than the size limit.")
+    return Unreachable("The video could not be downloaded; try again later.")
+
+
+class _YtdlpLogger:
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    info = debug
+
+    def warning(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+
+def cleanup(fetched: Fetched) -> None:
+    """Delete downloaded media (never a user's local file)."""
+    if fetched.via != "file":
+        shutil.rmtree(fetched.path.parent, ignore_errors=True)

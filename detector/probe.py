@@ -1,0 +1,78 @@
+"""Stage 2, probe: image or video, its size, fps, frame count and duration.
+
+Corrupt or unknown files raise :class:`CorruptMedia` with a sentence a person can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CorruptMedia, TooLong
+
+@dataclass(frozen=True)
+class MediaInfo:
+    kind: str  # "image" | "video"
+    width: int
+    height: int
+    fps: float | None = None
+    frame_count: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.kind != "video" or not self.fps:
+            return None
+        return self.frame_count / self.fps
+
+
+def _probe_image(path: Path) -> MediaInfo | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if getattr(im, "n_frames", 1) > 1:  # animated GIF/WebP: a video
+                return None
+            im.load()
+            return MediaInfo("image", im.width, im.height)
+    except UnidentifiedImageError:
+        return None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise CorruptMedia(f"The image could not be decoded ({e}).") from e
+
+
+def _probe_video(path: Path) -> MediaInfo:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise CorruptMedia("The file is neither a readable image nor a readable video.")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        ok, frame = cap.read()
+        if not ok or frame is None or w <= 0 or h <= 0:
+            raise CorruptMedia("The video's first frame could not be decoded; the file is damaged.")
+        if not (0 < fps < 1000):
+            raise CorruptMedia("The video has no usable frame rate.")
+        if n <= 0:  # some containers do not store a frame count: count by decoding
+            n = 1
+            while cap.grab():
+                n += 1
+        return MediaInfo("video", w, h, fps, n)
+    finally:
+        cap.release()
+
+
+def probe(path: Path | str, max_duration_s: float | None = None) -> MediaInfo:
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CorruptMedia("The file is empty.")
+    info = _probe_image(path)  # by content, not by file name
+    if info is None:
+        info = _probe_video(path)
+    if max_duration_s and info.duration_s and info.duration_s > max_duration_s:
+        raise TooLong(f"The video lasts {info.duration_s / 60:.1f} min; the limit is "
+                      f"{max_duration_s / 60:.0f} min.")
+    return info

@@ -1,0 +1,147 @@
+"""The one Report schema every channel renders (Telegram, Slack, the API, the CLI).
+
+Versioning follows the MeVer paper (section 5.3): ``REPORT_VERSION`` is a semantic
+version of the *analysis output*: major = the output changes shape or meaning,
+minor = the pipeline or its models change, patch = aggregation or minor fixes.
+A client checks the major number before reading a report.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+REPORT_VERSION = "1.0.0"
+
+# Score bands. Uncalibrated until the model issue calibrates the members.
+AUTHENTIC_BELOW = 0.35
+MANIPULATED_FROM = 0.65
+
+
+class Verdict(str, Enum):
+    likely_authentic = "likely_authentic"
+    uncertain = "uncertain"
+    likely_manipulated = "likely_manipulated"
+    inconclusive = "inconclusive"
+
+    @property
+    def label(self) -> str:
+        return VERDICT_LABELS[self]
+
+
+VERDICT_LABELS = {
+    Verdict.likely_authentic: "Likely authentic",
+    Verdict.uncertain: "Uncertain",
+    Verdict.likely_manipulated: "Likely manipulated",
+    Verdict.inconclusive: "Inconclusive",
+}
+
+
+def verdict_for(score: float | None) -> Verdict:
+    if score is None:
+        return Verdict.inconclusive
+    if score < AUTHENTIC_BELOW:
+        return Verdict.likely_authentic
+    if score >= MANIPULATED_FROM:
+        return Verdict.likely_manipulated
+    return Verdict.uncertain
+
+
+class Box(BaseModel):
+    """A face box in pixels of the original frame: left, top, right, bottom."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class FaceScore(BaseModel):
+    frame_index: int
+    time_s: float
+    box: Box
+    detection_prob: float
+    score: float
+    member_scores: dict[str, float] = Field(default_factory=dict)
+
+
+class Cluster(BaseModel):
+    id: int
+    face_count: int
+    score: float  # mean of its faces' scores
+    representative: FaceScore  # the face nearest the cluster's mean score
+    thumbnail_jpeg_b64: str | None = None
+
+
+class Shot(BaseModel):
+    index: int
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    sampled_frames: int
+    faces_detected: int
+    score: float | None  # max over kept clusters; None when no cluster was kept
+    keyframe_index: int
+    clusters: list[Cluster] = Field(default_factory=list)
+    dropped_clusters: int = 0  # clusters under the minimum size
+
+
+class Media(BaseModel):
+    kind: Literal["image", "video"]
+    width: int
+    height: int
+    fps: float | None = None
+    frame_count: int | None = None
+    duration_s: float | None = None
+
+
+class Source(BaseModel):
+    input: str  # what the user gave: a URL or a file name
+    url: str | None = None
+    via: Literal["file", "http", "yt-dlp"] = "file"
+    title: str | None = None
+    sha256: str
+    size_bytes: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    architecture: str
+    weights_sha256: str
+    input_size: int
+    licence: str
+    training_data: str
+
+
+class Warning_(BaseModel):
+    code: str
+    message: str
+
+
+class Report(BaseModel):
+    report_version: str = REPORT_VERSION
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    status: Literal["scored", "no_faces"]
+    score: float | None
+    verdict: Verdict
+    verdict_label: str
+    source: Source
+    media: Media
+    shots: list[Shot]
+    faces: list[FaceScore] = Field(default_factory=list)  # images: every face kept
+    models: list[ModelInfo]
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    warnings: list[Warning_] = Field(default_factory=list)
+    device: str
+
+    def to_json(self, **kw) -> str:
+        return self.model_dump_json(**kw)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> "Report":
+        return cls.model_validate_json(data)

@@ -1,0 +1,54 @@
+"""Typed settings for the pipeline, read from ``DEEPFAKE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deepfake-check"
+
+
+class DetectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache)
+    weights_dir: Path | None = None  # default: <cache_dir>/weights
+
+    # Fetch limits
+    max_bytes: int = 200 * 1024 * 1024
+    max_duration_s: float = 600.0
+    max_height: int = 720  # platform downloads: best format at or under this height
+    fetch_timeout_s: float = 30.0
+    # Hosts (names or IPs) exempt from the private-address guard; for tests only.
+    allow_private_hosts: list[str] = Field(default_factory=list)
+
+    # Video analysis
+    min_shot_s: float = 1.5
+    shot_threshold: float = 27.0  # PySceneDetect ContentDetector score for a cut
+    frames_per_shot_gpu: int = 64
+    frames_per_shot_cpu: int = 16
+    detect_max_side: int = 1280  # frames are downscaled to this before MTCNN
+    face_margin: float = 1.3  # square box side = max(w, h) * margin
+    face_min_prob: float = 0.95
+    face_min_size: int = 40  # px, in the original frame
+    # dlib's 128-d descriptors: Euclidean distance; see bench/calibrate_clustering.py
+    cluster_max_distance: float = 0.55
+    min_cluster_fraction: float = 0.2
+
+    # Scoring
+    batch_size: int = 32
+    members: list[str] | None = None  # restrict the ensemble to these manifest names
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when present
+
+    def resolved_weights_dir(self) -> Path:
+        return self.weights_dir or (self.cache_dir / "weights")
+
+    def frames_per_shot(self, device: str) -> int:
+        return self.frames_per_shot_cpu if device == "cpu" else self.frames_per_shot_gpu

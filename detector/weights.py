@@ -1,0 +1,140 @@
+"""The weights cache: files named by the manifest, verified by sha256 before any use.
+
+Layout: ``<weights_dir>/<member name>/<filename>``. A file whose sha256 does not match
+its manifest entry is never loaded. ``fetch`` downloads from the manifest URL,
+``import_dir`` copies matching files from a local folder (offline set-ups).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import NoTrainedWeights, Unreachable, WeightsVerificationError
+from .manifest import Member
+
+log = logging.getLogger(__name__)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class WeightStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path_for(self, member: Member) -> Path:
+        if member.weights is None:
+            raise NoTrainedWeights(f"{member.name} has no trained weights in the manifest.")
+        return self.root / member.name / member.weights.filename
+
+    def status(self, member: Member) -> str:
+        """'verified', 'missing', 'mismatch' or 'untrained'."""
+        if member.weights is None:
+            return "untrained"
+        path = self.path_for(member)
+        if not path.is_file():
+            return "missing"
+        return "verified" if self._verified(path, member.weights.sha256) else "mismatch"
+
+    def verified_path(self, member: Member) -> Path:
+        """The path of the member's weights, or raise if absent or not matching."""
+        st = self.status(member)
+        if st == "untrained":
+            raise NoTrainedWeights(f"{member.name} has no trained weights in the manifest.")
+        if st == "missing":
+            raise NoTrainedWeights(f"{member.name}: weights not in the cache ({self.path_for(member)}).")
+        if st == "mismatch":
+            raise WeightsVerificationError(
+                f"{member.name}: {self.path_for(member)} does not match sha256 {member.weights.sha256}; "
+                "delete it and fetch it again.")
+        return self.path_for(member)
+
+    def _verified(self, path: Path, expected: str) -> bool:
+        # The hash is remembered beside the file, keyed by size and mtime, so that a
+        # cached file is hashed once, not on every process start.
+        stamp = path.with_name(path.name + ".verified")
+        st = path.stat()
+        key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+        try:
+            if json.loads(stamp.read_text()) == key:
+                return True
+        except (OSError, ValueError):
+            pass
+        ok = sha256_of(path) == expected
+        if ok:
+            try:
+                stamp.write_text(json.dumps(key))
+            except OSError:
+                pass
+        return ok
+
+    def _install(self, member: Member, src: Path) -> Path:
+        got = sha256_of(src)
+        if got != member.weights.sha256:
+            raise WeightsVerificationError(
+                f"{member.name}: {src} has sha256 {got}, the manifest expects {member.weights.sha256}.")
+        dest = self.path_for(member)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)
+        self._verified(dest, member.weights.sha256)
+        return dest
+
+    def import_file(self, member: Member, src: Path) -> Path:
+        return self._install(member, Path(src))
+
+    def import_dir(self, folder: Path, members: list[Member]) -> list[tuple[Member, Path]]:
+        """Copy every file of ``folder`` whose sha256 matches a member into the cache."""
+        by_sha = {m.weights.sha256: m for m in members if m.weights}
+        done = []
+        for f in sorted(Path(folder).iterdir()):
+            if f.is_file():
+                m = by_sha.get(sha256_of(f))
+                if m is not None:
+                    done.append((m, self._install(m, f)))
+        return done
+
+    def fetch(self, member: Member, timeout: float = 60.0) -> Path:
+        """Download the member's weights from its manifest URL, verify, install."""
+        import requests
+
+        if member.weights is None:
+            raise NoTrainedWeights(f"{member.name} has no weights URL in the manifest.")
+        if self.status(member) == "verified":
+            return self.path_for(member)
+        with tempfile.TemporaryDirectory() as tmp:
+            part = Path(tmp) / member.weights.filename
+            try:
+                with requests.get(member.weights.url, stream=True, timeout=timeout) as r:
+                    r.raise_for_status()
+                    with open(part, "wb") as f:
+                        for chunk in r.iter_content(1 << 20):
+                            f.write(chunk)
+            except requests.RequestException as e:
+                raise Unreachable(f"{member.name}: could not download {member.weights.url}: {e}") from e
+            return self._install(member, part)
+
+
+def load_state_dict(member: Member, path: Path):
+    """Read a verified weights file into a PyTorch state dict, by the manifest's format."""
+    fmt = member.weights.format
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if fmt == "keras-h5-mesonet":
+        from .convert_mesonet import convert
+
+        return convert(path, member.architecture)
+    raise ValueError(f"unknown weights format {fmt!r}")
