@@ -82,3 +82,9 @@ class WeightsVerificationError(DetectorError):
     code = "weights-unverified"
     title = "A weights file failed its sha256 check"
     status = 503
+
+
+class DeviceUnavailable(DetectorError):
+    code = "device-unavailable"
+    title = "The requested compute device is not available"
+    status = 503

@@ -22,9 +22,9 @@ class Detection:
 def square_box(box, margin: float) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * margin
-    half = side / 2
-    return (int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half)))
+    side = max(1, int(round(max(x2 - x1, y2 - y1) * margin)))
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return (left, top, left + side, top + side)
 
 
 def crop_square(frame: np.ndarray, box, margin: float) -> np.ndarray:

@@ -3,7 +3,7 @@
 Frames are read with ``grab()`` (demux + decode, no colour conversion) and only the
 sampled ones ``retrieve()``d; the decoder never seeks, which is both faster and exact
 for long-GOP codecs. A sampled frame identical to the previous kept frame of its shot
-(a frozen or duplicated frame) is skipped, so the budget goes to unique frames.
+(a frozen or duplicated frame, up to encoder noise) is skipped, so the budget goes to unique frames.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ def sample_indices(shot: ShotSpan, budget: int) -> list[int]:
     return sorted({shot.start_frame + int(step * (i + 0.5)) for i in range(budget)})
 
 
-def _signature(rgb: np.ndarray) -> bytes:
+DUPLICATE_MAD = 1.5  # mean absolute difference (0-255) under which two frames are the same
+
+
+def _signature(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
-    small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
-    return (small // 4).tobytes()  # quantised: encoder noise does not make a frame unique
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def read_frames(path: Path | str, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -50,19 +53,17 @@ def read_frames(path: Path | str, wanted: list[int]) -> Iterator[tuple[int, np.n
         cap.release()
 
 
-def sample_unique(path: Path | str, shots: list[ShotSpan], budget: int) -> dict[int, list[tuple[int, np.ndarray]]]:
-    """For each shot index, its sampled unique frames as (frame index, RGB)."""
+def iter_unique(path: Path | str, shots: list[ShotSpan], budget: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (shot index, frame index, RGB) for up to ``budget`` unique frames per shot."""
     owner = {}
     for s, shot in enumerate(shots):
         for i in sample_indices(shot, budget):
             owner[i] = s
-    out: dict[int, list[tuple[int, np.ndarray]]] = {s: [] for s in range(len(shots))}
-    last_sig: dict[int, bytes] = {}
+    last_sig: dict[int, np.ndarray] = {}
     for idx, rgb in read_frames(path, sorted(owner)):
         s = owner[idx]
         sig = _signature(rgb)
-        if last_sig.get(s) == sig:
+        if s in last_sig and float(np.abs(sig - last_sig[s]).mean()) < DUPLICATE_MAD:
             continue
         last_sig[s] = sig
-        out[s].append((idx, rgb))
-    return out
+        yield s, idx, rgb

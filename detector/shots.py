@@ -11,6 +11,7 @@ their two cuts, repeatedly, shortest shot first.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class ShotSplit:
 
 def detect_cuts(path: Path | str, threshold: float = 27.0) -> tuple[list[int], list[float]]:
     from scenedetect import ContentDetector, SceneManager, StatsManager, open_video
+
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # it logs each run at INFO
 
     video = open_video(str(path), backend="opencv")
     manager = SceneManager(stats_manager=StatsManager())

@@ -1,0 +1,87 @@
+"""Stage 9, gallery: one PNG with a keyframe per shot, each bordered in the colour of
+its score, with the shot's times and score written large enough for a phone screen.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from .report import Report, verdict_for, Verdict
+
+COLOURS = {
+    Verdict.likely_authentic: "#2e9e4f",
+    Verdict.uncertain: "#e0a100",
+    Verdict.likely_manipulated: "#d62f2f",
+    Verdict.inconclusive: "#8a8a8a",
+}
+
+
+def score_colour(score: float | None) -> str:
+    return COLOURS[verdict_for(score)]
+
+
+def fmt_time(s: float) -> str:
+    m, sec = divmod(s, 60)
+    return f"{int(m)}:{sec:04.1f}"
+
+
+def fmt_score(score: float | None) -> str:
+    return "no face" if score is None else f"{score * 100:.0f}% fake"
+
+
+def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:
+    """PNG bytes. ``keyframes`` maps shot index to an RGB image (boxes are drawn from the report)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    shots = report.shots
+    n = max(1, len(shots))
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    aspect = report.media.height / max(1, report.media.width)
+    panel_w = 4.2
+    fig = plt.figure(figsize=(panel_w * cols, panel_w * aspect * rows + 0.8 * rows + 0.6), dpi=110)
+    fig.patch.set_facecolor("white")
+    colour = score_colour(report.score)
+    fig.suptitle(f"{report.verdict_label}: {fmt_score(report.score) if report.score is not None else 'no score'}",
+                 fontsize=20, fontweight="bold", color=colour, y=0.995)
+    for k, shot in enumerate(shots):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        img = keyframes.get(shot.index)
+        c = score_colour(shot.score)
+        if img is not None:
+            sx = img.shape[1] / report.media.width
+            sy = img.shape[0] / report.media.height
+            ax.imshow(img)
+            faces = report.faces if report.media.kind == "image" else [
+                cl.representative for cl in shot.clusters]
+            for f in faces:
+                if report.media.kind == "video" and f.frame_index != shot.keyframe_index:
+                    continue
+                b = f.box
+                ax.add_patch(Rectangle((b.x1 * sx, b.y1 * sy), (b.x2 - b.x1) * sx, (b.y2 - b.y1) * sy,
+                                       fill=False, lw=2.5, ec=score_colour(f.score)))
+                ax.text(b.x1 * sx, b.y1 * sy - 4, f"{f.score * 100:.0f}%", color="white", fontsize=12,
+                        fontweight="bold", va="bottom",
+                        bbox=dict(fc=score_colour(f.score), ec="none", pad=1.5))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(c)
+            spine.set_linewidth(9)
+        if report.media.kind == "video":
+            title = f"Shot {shot.index + 1}  {fmt_time(shot.start_s)}-{fmt_time(shot.end_s)}\n{fmt_score(shot.score)}"
+        else:
+            title = fmt_score(shot.score)
+        ax.set_title(title, fontsize=14, color=c, fontweight="bold")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,355 @@
+"""The whole analysis: fetch -> probe -> shots -> faces -> clusters -> ensemble ->
+aggregate -> Report (+ gallery PNG).
+
+:class:`Analyzer` holds the models; build one per process and call ``load()`` once
+(a worker does this after fork). ``analyze`` takes a fetched file and returns an
+:class:`Analysis`; expected outcomes such as "no face" are a Report with
+``status="no_faces"`` and no score, never an exception and never a made-up number.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import report as R
+from .aggregate import cluster_score, max_or_none
+from .cluster import cluster_faces
+from .ensemble import Ensemble
+from .errors import DeviceUnavailable
+from .faces import FaceDetector, crop_square
+from .fetch import Fetched, cleanup, fetch
+from .manifest import Manifest, load_manifest
+from .probe import MediaInfo, probe
+from .settings import DetectorSettings
+from .shots import ShotSpan, split_shots
+from .weights import WeightStore
+
+log = logging.getLogger(__name__)
+
+KEYFRAME_MAX_SIDE = 640
+THUMB_SIDE = 112
+SMALL_FACE_PX = 64
+FRAME_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str  # fetching, probing, segmenting, detecting_faces, clustering, scoring, rendering, done
+    message: str
+    done: int | None = None
+    total: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def _noop(_: ProgressEvent) -> None:
+    pass
+
+
+@dataclass
+class Analysis:
+    report: R.Report
+    gallery_png: bytes | None
+
+
+@dataclass
+class _Face:
+    shot: int
+    frame_index: int
+    box: tuple[float, float, float, float]
+    prob: float
+    embedding: np.ndarray
+    crop: np.ndarray
+    score: float | None = None
+    member_scores: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise DeviceUnavailable(f"{requested!r} was asked for, but no CUDA device is available.")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Timer:
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t[stage] = round(self.t.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+def _small(img: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = min(1.0, side / max(h, w))
+    if s >= 1.0:
+        return img.copy()
+    return cv2.resize(img, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _thumb_b64(crop: np.ndarray) -> str:
+    import cv2
+
+    small = cv2.resize(crop, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+class Analyzer:
+    def __init__(self, settings: DetectorSettings | None = None, device: str | None = None,
+                 manifest: Manifest | None = None):
+        from .embed import FaceEmbedder
+
+        self.settings = settings or DetectorSettings()
+        self.device = resolve_device(device or self.settings.device)
+        s = self.settings
+        self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side)
+        self.embedder = FaceEmbedder()
+        self.ensemble = Ensemble(manifest or load_manifest(), WeightStore(s.resolved_weights_dir()),
+                                 self.device, s.members, s.batch_size)
+
+    def load(self) -> "Analyzer":
+        """Load every model once; raises NoTrainedWeights before any work is done."""
+        self.ensemble.load()
+        self.detector.load()
+        self.embedder.load()
+        return self
+
+    # -- the analysis -------------------------------------------------------------------
+
+    def analyze(self, fetched: Fetched, progress: ProgressFn | None = None,
+                gallery: bool = True, timings: dict[str, float] | None = None) -> Analysis:
+        progress = progress or _noop
+        timer = _Timer()
+        timer.t.update(timings or {})
+        s = self.settings
+        with timer("load_models"):
+            self.load()
+        progress(ProgressEvent("probing", "Reading the file"))
+        with timer("probe"):
+            info = probe(fetched.path, s.max_duration_s)
+        if info.kind == "video":
+            progress(ProgressEvent("segmenting", "Splitting the video into shots"))
+            with timer("shots"):
+                spans = split_shots(fetched.path, info.fps, info.frame_count, s.min_shot_s,
+                                    s.shot_threshold).shots
+            progress(ProgressEvent("segmenting", f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
+        else:
+            spans = [ShotSpan(0, 1)]
+
+        faces, sampled, keyframes = self._detect(fetched.path, info, spans, progress, timer)
+
+        progress(ProgressEvent("clustering", "Grouping faces by person",
+                               counts={"shots": len(spans), "faces": len(faces)}))
+        with timer("clusters"):
+            clusters, dropped = self._cluster(faces, spans, sampled)
+        kept = [i for cl in clusters.values() for c in cl for i in c]
+        progress(ProgressEvent("scoring", f"Scoring {len(kept)} face(s)", 0, len(kept),
+                               counts={"faces": len(kept)}))
+        with timer("scoring"):
+            if kept:
+                mean, per = self.ensemble.predict([faces[i].crop for i in kept])
+                for k, i in enumerate(kept):
+                    faces[i].score = float(mean[k])
+                    faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
+        progress(ProgressEvent("scoring", "Scored", len(kept), len(kept)))
+
+        report = self._report(fetched, info, spans, faces, clusters, dropped, sampled, keyframes, timer)
+        png = None
+        if gallery:
+            progress(ProgressEvent("rendering", "Drawing the gallery"))
+            from .gallery import render_gallery
+
+            with timer("gallery"):
+                png = render_gallery(report, {k: v for k, v in keyframes.items()})
+            report.timings_s = dict(timer.t)
+        progress(ProgressEvent("done", report.verdict_label,
+                               counts={"shots": len(report.shots), "faces": len(kept)}))
+        return Analysis(report, png)
+
+    def _detect(self, path: Path, info: MediaInfo, spans: list[ShotSpan], progress: ProgressFn,
+                timer: _Timer):
+        """Decode the sampled frames, detect, embed and crop their faces, batch by batch."""
+        from .frames import iter_unique
+
+        s = self.settings
+        budget = s.frames_per_shot(self.device)
+        faces: list[_Face] = []
+        sampled = [0] * len(spans)
+        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
+        total = sum(min(budget, sp.end_frame - sp.start_frame) for sp in spans)
+        crop_side = max(m.input_size for m in self.ensemble.load().members)
+        progress(ProgressEvent("detecting_faces", "Looking for faces", 0, total))
+
+        def flush(batch):
+            with timer("faces"):
+                dets = self.detector.detect([rgb for _, _, rgb in batch])
+            with timer("embeddings"):
+                for (shot, idx, rgb), fd in zip(batch, dets):
+                    sampled[shot] += 1
+                    if fd:
+                        thumbs[idx] = _small(rgb, KEYFRAME_MAX_SIDE)
+                    elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
+                        thumbs[-1 - shot] = _small(rgb, KEYFRAME_MAX_SIDE)
+                    embs = self.embedder.embed(rgb, [d.box for d in fd])
+                    for d, e in zip(fd, embs):
+                        crop = _small(crop_square(rgb, d.box, s.face_margin), crop_side)
+                        faces.append(_Face(shot, idx, d.box, d.prob, e, crop))
+            progress(ProgressEvent("detecting_faces", f"{len(faces)} face(s) so far", sum(sampled), total,
+                                   counts={"faces": len(faces)}))
+
+        if info.kind == "image":
+            from PIL import Image
+
+            with timer("decode"):
+                rgb = np.asarray(Image.open(path).convert("RGB"))
+            flush([(0, 0, rgb)])
+        else:
+            batch = []
+            it = iter_unique(path, spans, budget)
+            while True:
+                with timer("decode"):
+                    item = next(it, None)
+                if item is None:
+                    break
+                batch.append(item)
+                if len(batch) == FRAME_BATCH:
+                    flush(batch)
+                    batch = []
+            if batch:
+                flush(batch)
+        return faces, sampled, thumbs
+
+    def _cluster(self, faces: list[_Face], spans: list[ShotSpan], sampled: list[int]):
+        s = self.settings
+        clusters: dict[int, list[list[int]]] = {}
+        dropped: dict[int, int] = {}
+        for shot in range(len(spans)):
+            idx = [i for i, f in enumerate(faces) if f.shot == shot]
+            if not idx:
+                clusters[shot], dropped[shot] = [], 0
+                continue
+            emb = np.stack([faces[i].embedding for i in idx])
+            groups, n_dropped = cluster_faces(emb, s.cluster_max_distance, sampled[shot],
+                                              s.min_cluster_fraction)
+            clusters[shot] = [[idx[j] for j in g] for g in groups]
+            dropped[shot] = n_dropped
+        return clusters, dropped
+
+    def _report(self, fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer) -> R.Report:
+        fps = info.fps or 1.0
+
+        def face_model(f: _Face) -> R.FaceScore:
+            x1, y1, x2, y2 = f.box
+            return R.FaceScore(frame_index=f.frame_index, time_s=round(f.frame_index / fps, 3)
+                               if info.kind == "video" else 0.0,
+                               box=R.Box(x1=round(x1, 1), y1=round(y1, 1), x2=round(x2, 1), y2=round(y2, 1)),
+                               detection_prob=round(f.prob, 4), score=round(f.score, 4),
+                               member_scores=f.member_scores)
+
+        shots: list[R.Shot] = []
+        keyframes: dict[int, np.ndarray] = {}
+        for k, span in enumerate(spans):
+            cl_models = []
+            for cid, members in enumerate(clusters[k]):
+                score = cluster_score(faces[i].score for i in members)
+                rep = min(members, key=lambda i: abs(faces[i].score - score))
+                cl_models.append(R.Cluster(id=cid, face_count=len(members), score=round(score, 4),
+                                           representative=face_model(faces[rep]),
+                                           thumbnail_jpeg_b64=_thumb_b64(faces[rep].crop)))
+            score = max_or_none(c.score for c in cl_models)
+            if cl_models:
+                key = max(cl_models, key=lambda c: c.score).representative.frame_index
+            else:
+                key = next((i for i, f in enumerate(faces) if f.shot == k), None)
+                key = faces[key].frame_index if key is not None else -1 - k
+            img = thumbs.get(key)
+            if img is not None:
+                keyframes[k] = img
+            shots.append(R.Shot(
+                index=k, start_frame=span.start_frame, end_frame=span.end_frame,
+                start_s=round(span.start_frame / fps, 3) if info.kind == "video" else 0.0,
+                end_s=round(span.end_frame / fps, 3) if info.kind == "video" else 0.0,
+                sampled_frames=sampled[k], faces_detected=sum(1 for f in faces if f.shot == k),
+                score=score, keyframe_index=max(key, 0), clusters=cl_models, dropped_clusters=dropped[k]))
+        thumbs.clear()
+        thumbs.update(keyframes)
+
+        overall = max_or_none(sh.score for sh in shots)
+        warnings: list[R.Warning_] = []
+        if overall is None:
+            msg = ("No face was found in this image." if info.kind == "image" else
+                   "No face was found in the sampled frames of this video.")
+            if faces:
+                msg = "Faces were detected, but none appeared often enough in a shot to be scored."
+            warnings.append(R.Warning_(code="no_faces", message=msg + " The detector only judges faces, "
+                                       "so it gives no score: this says nothing about whether the medium is authentic."))
+        else:
+            unscored = [sh.index + 1 for sh in shots if sh.score is None]
+            if unscored and info.kind == "video":
+                warnings.append(R.Warning_(code="shots_without_faces",
+                                           message=f"No face was scored in shot(s) {', '.join(map(str, unscored))}."))
+            scored = [f for f in faces if f.score is not None]
+            sizes = sorted(min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in scored)
+            if sizes and sizes[len(sizes) // 2] < SMALL_FACE_PX:
+                warnings.append(R.Warning_(code="small_faces",
+                                           message=f"Most faces are small (median {sizes[len(sizes) // 2]:.0f} px); "
+                                           "scores on small faces are less reliable."))
+        skipped = self.ensemble.skipped
+        if skipped:
+            warnings.append(R.Warning_(code="members_not_scored", message=(
+                f"{len(skipped)} ensemble member(s) have no verified trained weights and were not used: "
+                + ", ".join(sk.name for sk in skipped) + ".")))
+        models = [R.ModelInfo(name=m.member.name, version=m.member.version, architecture=m.member.architecture,
+                              weights_sha256=m.weights_sha256, input_size=m.input_size, licence=m.member.licence,
+                              training_data=m.member.training_data) for m in self.ensemble.members]
+        verdict = R.verdict_for(overall)
+        image_faces = [face_model(faces[i]) for cl in clusters.get(0, []) for i in cl] \
+            if info.kind == "image" else []
+        return R.Report(
+            status="scored" if overall is not None else "no_faces",
+            score=None if overall is None else round(overall, 4),
+            verdict=verdict, verdict_label=verdict.label,
+            source=R.Source(input=fetched.input, url=fetched.url, via=fetched.via, title=fetched.title,
+                            sha256=fetched.sha256, size_bytes=fetched.size_bytes),
+            media=R.Media(kind=info.kind, width=info.width, height=info.height, fps=info.fps,
+                          frame_count=info.frame_count,
+                          duration_s=round(info.duration_s, 3) if info.duration_s else None),
+            shots=shots, faces=image_faces, models=models, timings_s=dict(timer.t),
+            warnings=warnings, device=self.device)
+
+
+def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,
+        workdir: Path | None = None, gallery: bool = True) -> Analysis:
+    """Fetch ``source`` (URL or path), analyse it, delete what was downloaded."""
+    progress = progress or _noop
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="deepfake-") as tmp:
+        progress(ProgressEvent("fetching", "Downloading" if "://" in source[:16] else "Opening the file"))
+        t0 = time.perf_counter()
+        fetched = fetch(source, Path(tmp) / "media", analyzer.settings)
+        fetch_s = round(time.perf_counter() - t0, 4)
+        try:
+            return analyzer.analyze(fetched, progress, gallery=gallery, timings={"fetch": fetch_s})
+        finally:
+            cleanup(fetched)

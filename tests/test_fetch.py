@@ -1,0 +1,128 @@
+"""Fetch and the private-address guard, against real HTTP servers on 127.0.0.1."""
+
+from pathlib import Path
+
+import pytest
+
+from detector.errors import (NotAMedium, NotFound, PrivateAddress, TooLarge, Unreachable,
+                             UnsupportedURL)
+from detector.fetch import fetch, sha256_file
+from detector.netguard import check_url, is_public_ip
+from detector.settings import DetectorSettings
+
+from .conftest import shared
+
+ALLOW = DetectorSettings(allow_private_hosts=["127.0.0.1"])
+GUARDED = DetectorSettings()
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",
+                                  "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "224.0.0.1",
+                                  "::ffff:192.168.0.1"])
+def test_private_addresses_are_refused(addr):
+    assert not is_public_ip(addr)
+    host = f"[{addr}]" if ":" in addr else addr
+    with pytest.raises(PrivateAddress):
+        check_url(f"http://{host}/video.mp4")
+
+
+@pytest.mark.parametrize("addr", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_pass_the_decision(addr):
+    assert is_public_ip(addr)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/a.mp4", "file:///etc/passwd", "javascript:alert(1)",
+                                 "http://user:pw@127.0.0.1/a.mp4"])
+def test_unsupported_schemes(url):
+    with pytest.raises(UnsupportedURL):
+        check_url(url, ["127.0.0.1"])
+
+
+def test_guard_stops_before_any_request(loopback, tmp_path):
+    loopback.routes["/clip.mp4"] = (200, {"Content-Type": "video/mp4"}, b"x" * 100)
+    with pytest.raises(PrivateAddress):
+        fetch(loopback.url("/clip.mp4"), tmp_path, GUARDED)
+    assert loopback.requests == []  # the loopback server was never reached
+
+
+def test_redirect_to_a_private_address_is_refused(loopback, tmp_path):
+    loopback.routes["/r"] = (302, {"Location": "http://10.255.255.1/secret.mp4"}, b"")
+    with pytest.raises(PrivateAddress):
+        fetch(loopback.url("/r"), tmp_path, ALLOW)
+    assert loopback.requests == ["/r"]
+
+
+def test_direct_media_download(loopback, tmp_path):
+    body = shared("media", "unlabeled", "obama.jpg").read_bytes()
+    loopback.routes["/photo"] = (200, {"Content-Type": "image/jpeg"}, body)
+    loopback.routes["/go"] = (301, {"Location": "/photo"}, b"")
+    got = fetch(loopback.url("/go"), tmp_path, ALLOW)
+    assert got.via == "http" and got.path.read_bytes() == body
+    assert got.sha256 == sha256_file(shared("media", "unlabeled", "obama.jpg"))
+    assert got.url.endswith("/photo") and got.path.suffix == ".jpg"
+
+
+def test_dead_links(loopback, tmp_path):
+    with pytest.raises(NotFound):
+        fetch(loopback.url("/missing.mp4"), tmp_path, ALLOW)
+    loopback.routes["/err"] = (503, {"Content-Type": "text/plain"}, b"busy")
+    with pytest.raises(Unreachable) as e:
+        fetch(loopback.url("/err"), tmp_path, ALLOW)
+    assert e.value.transient
+    port = loopback.port
+    loopback.close()
+    with pytest.raises(Unreachable):
+        fetch(f"http://127.0.0.1:{port}/gone.mp4", tmp_path, ALLOW)
+
+
+def test_unresolvable_host(tmp_path):
+    with pytest.raises(Unreachable):
+        fetch("http://no-such-host.invalid/a.mp4", tmp_path, ALLOW)
+
+
+def test_not_a_medium(loopback, tmp_path):
+    loopback.routes["/data.json"] = (200, {"Content-Type": "application/json"}, b"{}")
+    with pytest.raises(NotAMedium):
+        fetch(loopback.url("/data.json"), tmp_path, ALLOW)
+    loopback.routes["/page"] = (200, {"Content-Type": "text/html"}, b"<html><body>no media here</body></html>")
+    with pytest.raises(NotAMedium):
+        fetch(loopback.url("/page"), tmp_path, ALLOW)
+
+
+def test_too_large_by_header_and_by_stream(loopback, tmp_path):
+    small = DetectorSettings(allow_private_hosts=["127.0.0.1"], max_bytes=1000)
+    loopback.routes["/big"] = (200, {"Content-Type": "video/mp4"}, b"x" * 5000)
+    with pytest.raises(TooLarge):
+        fetch(loopback.url("/big"), tmp_path / "a", small)
+    # A server that hides the length: the download stops at the limit.
+    loopback.routes["/sneaky"] = (200, {"Content-Type": "video/mp4", "Content-Length": "10"}, b"x" * 10)
+    ok = fetch(loopback.url("/sneaky"), tmp_path / "b", small)
+    assert ok.size_bytes == 10
+    loopback.routes["/chunked"] = (200, {"Content-Type": "video/mp4", "Connection": "close",
+                                         "Content-Length": ""}, b"x" * 5000)
+    with pytest.raises(TooLarge):
+        fetch(loopback.url("/chunked"), tmp_path / "c", small)
+    assert not list((tmp_path / "c").glob("media*"))  # the partial file is deleted
+
+
+def test_local_files(tmp_path):
+    with pytest.raises(NotFound):
+        fetch(str(tmp_path / "nope.mp4"), tmp_path)
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc" * 1000)
+    with pytest.raises(TooLarge):
+        fetch(str(f), tmp_path, DetectorSettings(max_bytes=100))
+    got = fetch(str(f), tmp_path)
+    assert got.via == "file" and got.size_bytes == 3000 and got.path == f
+
+
+def test_web_page_with_embedded_video_goes_through_ytdlp(loopback, tmp_path):
+    clip = shared("media", "devset", "videos", "film_real.mp4").read_bytes()
+    loopback.routes["/media/film.mp4"] = (200, {"Content-Type": "video/mp4"}, clip)
+    page = (b"<html><head><title>A post</title></head><body>"
+            b"<video controls><source src=\"/media/film.mp4\" type=\"video/mp4\"></video></body></html>")
+    loopback.routes["/post/1"] = (200, {"Content-Type": "text/html; charset=utf-8"}, page)
+    got = fetch(loopback.url("/post/1"), tmp_path, ALLOW)
+    assert got.via == "yt-dlp"
+    assert Path(got.path).read_bytes() == clip
+    assert "/media/film.mp4" in loopback.requests

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from detector.report import (AUTHENTIC_BELOW, MANIPULATED_FROM, REPORT_VERSION, Box, Media, Report,
+                             Shot, Source, Verdict, verdict_for)
+
+
+def test_verdict_bands():
+    assert verdict_for(None) is Verdict.inconclusive
+    assert verdict_for(0.0) is Verdict.likely_authentic
+    assert verdict_for(AUTHENTIC_BELOW - 1e-6) is Verdict.likely_authentic
+    assert verdict_for(AUTHENTIC_BELOW) is Verdict.uncertain
+    assert verdict_for(MANIPULATED_FROM - 1e-6) is Verdict.uncertain
+    assert verdict_for(MANIPULATED_FROM) is Verdict.likely_manipulated
+    assert verdict_for(1.0).label == "Likely manipulated"
+
+
+def test_report_json_round_trip():
+    r = Report(status="no_faces", score=None, verdict=Verdict.inconclusive, verdict_label="Inconclusive",
+               source=Source(input="x.mp4", sha256="0" * 64, size_bytes=3),
+               media=Media(kind="video", width=4, height=3, fps=25.0, frame_count=50, duration_s=2.0),
+               shots=[Shot(index=0, start_frame=0, end_frame=50, start_s=0, end_s=2, sampled_frames=8,
+                           faces_detected=0, score=None, keyframe_index=0)],
+               models=[], device="cpu")
+    again = Report.from_json(r.to_json())
+    assert again == r
+    assert again.report_version == REPORT_VERSION and REPORT_VERSION.split(".")[0] == "1"
+    assert Box(x1=1, y1=2, x2=3, y2=4).x2 == 3
+
+
+def test_report_schema_needs_no_torch():
+    # Bot and API hosts import the schema without the ML stack.
+    code = "import sys, detector.report, detector.errors, detector.settings; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
