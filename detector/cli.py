@@ -54,8 +54,14 @@ class _StageProgress:
             self.stream.write(line)
         self.stage = ev.stage
         if ev.stage == "done":
-            self.stream.write("\n")
+            self.end()
         self.stream.flush()
+
+    def end(self) -> None:
+        if self.stage is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.stage = None
 
 
 def fmt_time(s: float) -> str:
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.members:
         overrides["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
     settings = DetectorSettings(**overrides)
+    progress = _StageProgress()
     try:
         source = args.source
         if args.demo:
@@ -117,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 
             source = str(demo_video(settings.cache_dir / "demo"))
         analyzer = Analyzer(settings, device=args.device)
-        analysis = run(source, analyzer, progress=_StageProgress())
+        analysis = run(source, analyzer, progress=progress)
     except DetectorError as e:
+        progress.end()
         print(f"deepfake-check: {e.title}: {e.detail}", file=sys.stderr)
         return 2 if e.status < 500 else 1
     report = analysis.report

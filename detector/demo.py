@@ -21,14 +21,20 @@ def shipped_photo() -> np.ndarray:
 
 
 def _fit(img: np.ndarray, w: int, h: int, zoom: float) -> np.ndarray:
-    """Crop the centre to the w:h aspect, zoomed by ``zoom`` (>= 1), and resize to (w, h)."""
+    """The whole photo letterboxed into (w, h), zoomed about its centre by ``zoom`` (>= 1)."""
     import cv2
 
     ih, iw = img.shape[:2]
-    scale = min(iw / w, ih / h) / zoom
-    cw, ch = int(w * scale), int(h * scale)
-    x0, y0 = (iw - cw) // 2, max(0, (ih - ch) // 3)
-    return cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
+    scale = min(w / iw, h / ih) * zoom
+    rw, rh = max(1, int(round(iw * scale))), max(1, int(round(ih * scale)))
+    resized = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    # Paste centred; a zoom larger than the canvas crops the overflow symmetrically.
+    sx, sy = max(0, (rw - w) // 2), max(0, (rh - h) // 2)
+    dx, dy = max(0, (w - rw) // 2), max(0, (h - rh) // 2)
+    cw, ch = min(w, rw), min(h, rh)
+    canvas[dy:dy + ch, dx:dx + cw] = resized[sy:sy + ch, sx:sx + cw]
+    return canvas
 
 
 def make_multishot_video(images: list[np.ndarray], out: Path, seconds_per_shot: float = 2.0,

@@ -45,8 +45,9 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     cols = min(max_cols, n)
     rows = math.ceil(n / cols)
     aspect = report.media.height / max(1, report.media.width)
-    panel_w = 4.2
-    fig = plt.figure(figsize=(panel_w * cols, panel_w * aspect * rows + 0.8 * rows + 0.6), dpi=110)
+    width = max(6.4, 4.2 * cols)  # room for the headline even with one panel
+    panel_w = width / cols
+    fig = plt.figure(figsize=(width, panel_w * aspect * rows + 0.8 * rows + 0.6), dpi=110)
     fig.patch.set_facecolor("white")
     colour = score_colour(report.score)
     fig.suptitle(f"{report.verdict_label}: {fmt_score(report.score) if report.score is not None else 'no score'}",
@@ -78,7 +79,8 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
         if report.media.kind == "video":
             title = f"Shot {shot.index + 1}  {fmt_time(shot.start_s)}-{fmt_time(shot.end_s)}\n{fmt_score(shot.score)}"
         else:
-            title = fmt_score(shot.score)
+            n = len(report.faces)
+            title = f"{n} face{'s' if n != 1 else ''} scored" if n else "no face found"
         ax.set_title(title, fontsize=14, color=c, fontweight="bold")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     buf = io.BytesIO()

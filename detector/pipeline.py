@@ -344,6 +344,7 @@ def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,
         workdir: Path | None = None, gallery: bool = True) -> Analysis:
     """Fetch ``source`` (URL or path), analyse it, delete what was downloaded."""
     progress = progress or _noop
+    analyzer.load()  # no trained weights: refuse before downloading anything
     with tempfile.TemporaryDirectory(dir=workdir, prefix="deepfake-") as tmp:
         progress(ProgressEvent("fetching", "Downloading" if "://" in source[:16] else "Opening the file"))
         t0 = time.perf_counter()
