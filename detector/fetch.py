@@ -24,6 +24,7 @@ from .errors import (
     Unreachable,
     UnsupportedURL,
 )
+from .hashing import sha256_file
 from .netguard import check_url
 from .settings import DetectorSettings
 
@@ -44,14 +45,6 @@ class Fetched:
     sha256: str
     size_bytes: int
     title: str | None = None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_url(source: str) -> bool:

@@ -29,7 +29,7 @@ def fmt_time(s: float) -> str:
 
 
 def fmt_score(score: float | None) -> str:
-    return "no face" if score is None else f"{score * 100:.0f}% fake"
+    return "no face scored" if score is None else f"{score * 100:.0f}% fake"
 
 
 def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:

@@ -7,25 +7,17 @@ its manifest entry is never loaded. ``fetch`` downloads from the manifest URL,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
 
+from .hashing import sha256_file as sha256_of
 from .errors import NoTrainedWeights, Unreachable, WeightsVerificationError
 from .manifest import Member
 
 log = logging.getLogger(__name__)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class WeightStore:

@@ -119,3 +119,18 @@ def test_unique_frames_skip_duplicates(tmp_path):
     w.release()
     frames = list(iter_unique(frozen, [ShotSpan(0, 20)], budget=8))
     assert len(frames) == 1
+
+
+def test_static_but_live_dark_frames_are_not_duplicates(tmp_path):
+    import cv2
+
+    dark = (shipped_photo()[:360, :480].astype(np.float32) * 0.15).astype(np.uint8)
+    path = tmp_path / "dark.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (480, 360))
+    for i in range(40):
+        f = dark.copy()
+        f[100:140, 200 + 2 * i:240 + 2 * i] = 40  # a small dim object moving in a dark room
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    frames = list(iter_unique(path, [ShotSpan(0, 40)], budget=10))
+    assert len(frames) == 10
