@@ -158,7 +158,7 @@ class Analyzer:
         else:
             spans = [ShotSpan(0, 1)]
 
-        faces, sampled, keyframes = self._detect(fetched.path, info, spans, progress, timer)
+        faces, sampled, thumbs = self._detect(fetched.path, info, spans, progress, timer)
 
         progress(ProgressEvent("clustering", "Grouping faces by person",
                                counts={"shots": len(spans), "faces": len(faces)}))
@@ -175,14 +175,14 @@ class Analyzer:
                     faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
         progress(ProgressEvent("scoring", "Scored", len(kept), len(kept)))
 
-        report = self._report(fetched, info, spans, faces, clusters, dropped, sampled, keyframes, timer)
+        report, keyframes = self._report(fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer)
         png = None
         if gallery:
             progress(ProgressEvent("rendering", "Drawing the gallery"))
             from .gallery import render_gallery
 
             with timer("gallery"):
-                png = render_gallery(report, {k: v for k, v in keyframes.items()})
+                png = render_gallery(report, keyframes)
             report.timings_s = dict(timer.t)
         progress(ProgressEvent("done", report.verdict_label,
                                counts={"shots": len(report.shots), "faces": len(kept)}))
@@ -257,7 +257,9 @@ class Analyzer:
             dropped[shot] = n_dropped
         return clusters, dropped
 
-    def _report(self, fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer) -> R.Report:
+    def _report(self, fetched, info, spans, faces, clusters, dropped, sampled, thumbs,
+                timer) -> tuple[R.Report, dict[int, np.ndarray]]:
+        """The Report, and the keyframe image of each shot (by shot index) for the gallery."""
         fps = info.fps or 1.0
 
         def face_model(f: _Face) -> R.FaceScore:
@@ -293,8 +295,6 @@ class Analyzer:
                 end_s=round(span.end_frame / fps, 3) if info.kind == "video" else 0.0,
                 sampled_frames=sampled[k], faces_detected=sum(1 for f in faces if f.shot == k),
                 score=score, keyframe_index=max(key, 0), clusters=cl_models, dropped_clusters=dropped[k]))
-        thumbs.clear()
-        thumbs.update(keyframes)
 
         overall = max_or_none(sh.score for sh in shots)
         warnings: list[R.Warning_] = []
@@ -337,7 +337,7 @@ class Analyzer:
                           frame_count=info.frame_count,
                           duration_s=round(info.duration_s, 3) if info.duration_s else None),
             shots=shots, faces=image_faces, models=models, timings_s=dict(timer.t),
-            warnings=warnings, device=self.device)
+            warnings=warnings, device=self.device), keyframes
 
 
 def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,
