@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedURL,
 )
 from .hashing import sha256_file
-from .netguard import check_url
+from .netguard import check_url, guarded_session
 from .settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -91,18 +91,17 @@ def _platform_extractor(url: str) -> str | None:
 def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
     import requests
 
-    session = requests.Session()
-    session.headers["User-Agent"] = "deepfake-check/0.1 (+https://github.com/)"
-    session.trust_env = False  # no proxies from the environment: the guard must see the real peer
-    current = url
+    session = guarded_session(settings.allow_private_hosts)
+    session.headers["User-Agent"] = "deepfake-check/0.1"
+    current = url  # vetted by fetch(); each redirect target is vetted below
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(current, settings.allow_private_hosts)
             resp = session.get(current, stream=True, allow_redirects=False,
                                timeout=(10, settings.fetch_timeout_s))
             if resp.is_redirect:
                 current = urljoin(current, resp.headers["Location"])
                 resp.close()
+                check_url(current, settings.allow_private_hosts)
                 continue
             break
         else:

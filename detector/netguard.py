@@ -53,3 +53,52 @@ def check_url(url: str, allow: list[str] | tuple[str, ...] = ()) -> list[str]:
             "only public internet links can be checked."
         )
     return addrs
+
+
+def guarded_session(allow: list[str] | tuple[str, ...] = ()):
+    """A ``requests.Session`` whose every connection is checked *after* it is made.
+
+    ``check_url`` vets the addresses a name resolves to before the request; a name
+    that resolves again to a private address at connect time (DNS rebinding) is
+    caught here, on the socket's real peer address, before a byte is sent.
+    """
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    allowed = tuple(allow)
+
+    def vet(conn, sock):
+        peer = sock.getpeername()[0]
+        if peer not in allowed and conn.host not in allowed and not is_public_ip(peer):
+            sock.close()
+            raise PrivateAddress(f"The link's host {conn.host!r} connected to a private address ({peer}); "
+                                 "only public internet links can be checked.")
+        return sock
+
+    class GuardedHTTP(HTTPConnection):
+        def _new_conn(self):
+            return vet(self, super()._new_conn())
+
+    class GuardedHTTPS(HTTPSConnection):
+        def _new_conn(self):
+            return vet(self, super()._new_conn())
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTP
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPS
+
+    class GuardedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+            self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
+
+    session = requests.Session()
+    session.trust_env = False  # no proxies from the environment: the guard must see the real peer
+    session.mount("http://", GuardedAdapter())
+    session.mount("https://", GuardedAdapter())
+    return session

@@ -126,3 +126,25 @@ def test_web_page_with_embedded_video_goes_through_ytdlp(loopback, tmp_path):
     assert got.via == "yt-dlp"
     assert Path(got.path).read_bytes() == clip
     assert "/media/film.mp4" in loopback.requests
+
+
+def test_connection_level_guard_catches_a_name_that_rebinds(loopback, tmp_path, monkeypatch):
+    """DNS rebinding: the name first resolves to a public address, then to 127.0.0.1."""
+    import socket
+
+    loopback.routes["/clip.mp4"] = (200, {"Content-Type": "video/mp4"}, b"x" * 100)
+    real = socket.getaddrinfo
+    answers = {"n": 0}
+
+    def rebinding_resolver(host, port, *args, **kwargs):  # a TTL-0 attacker's DNS server
+        if host != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        answers["n"] += 1
+        ip = "93.184.216.34" if answers["n"] == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver)
+    with pytest.raises(PrivateAddress, match="connected to a private address"):
+        fetch(f"http://rebind.test:{loopback.port}/clip.mp4", tmp_path, GUARDED)
+    assert answers["n"] == 2
+    assert loopback.requests == []  # connected, then closed before any request was sent
