@@ -54,8 +54,9 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                server.requests.append(self.path)
-                status, headers, body = server.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+                path = self.path.split("?", 1)[0]
+                server.requests.append(path)
+                status, headers, body = server.routes.get(path, (404, {"Content-Type": "text/plain"}, b"nope"))
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -88,3 +89,104 @@ def loopback():
     srv = LoopbackServer()
     yield srv
     srv.close()
+
+
+# -- the service: real redis-server, Celery worker and API processes ------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, what: str, timeout: float = 90.0, proc=None, log=None):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log.read_text()[-3000:] if log else ''}")
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready:\n{log.read_text()[-3000:] if log else ''}")
+
+
+class Service:
+    def __init__(self, base: str, redis_url: str, env: dict, data_dir: Path, worker_log: Path):
+        self.base, self.redis_url, self.env, self.data_dir, self.worker_log = base, redis_url, env, data_dir, worker_log
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def token(self, name: str) -> str:
+        from extension_api.tokens import create
+
+        return create(self.redis, name)
+
+
+@pytest.fixture(scope="session")
+def service(mesonet_store, tmp_path_factory):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import requests
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    tmp = tmp_path_factory.mktemp("service")
+    procs = []
+    rport, aport = _free_port(), _free_port()
+    redis_proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    procs.append(redis_proc)
+    redis_url = f"redis://127.0.0.1:{rport}/0"
+    import redis
+
+    _wait_for(lambda: _ping(redis.Redis.from_url(redis_url)), "redis-server", proc=redis_proc)
+    env = dict(os.environ, REDIS_URL=redis_url, DEEPFAKE_DATA_DIR=str(tmp / "data"),
+               DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root), DEEPFAKE_FRAMES_PER_SHOT_CPU="4",
+               DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
+               DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
+               DEEPFAKE_RETRY_BACKOFF_S="0.2", PYTHONUNBUFFERED="1")
+    worker_log = tmp / "worker.log"
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                               "-Q", "fetch,analyze", "-c", "2", "--loglevel", "INFO", "-n", "test@%h"],
+                              env=env, cwd=ROOT, stdout=open(worker_log, "w"), stderr=subprocess.STDOUT)
+    procs.append(worker)
+    api_log = tmp / "api.log"
+    api = subprocess.Popen([sys.executable, "-m", "extension_api.app", "--port", str(aport)], env=env, cwd=ROOT,
+                           stdout=open(api_log, "w"), stderr=subprocess.STDOUT)
+    procs.append(api)
+    base = f"http://127.0.0.1:{aport}"
+    try:
+        _wait_for(lambda: _get_ok(requests, base + "/healthz"), "the API", proc=api, log=api_log)
+        _wait_for(lambda: " ready." in worker_log.read_text(), "the Celery worker", proc=worker, log=worker_log)
+        yield Service(base, redis_url, env, tmp / "data", worker_log)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _ping(r) -> bool:
+    try:
+        return bool(r.ping())
+    except Exception:
+        return False
+
+
+def _get_ok(requests, url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,373 @@
+"""The HTTP API (aiohttp) for the browser extension, the bots and report pages.
+
+  POST /v1/checks                 JSON {"url": ..., "fresh": false} or multipart "file" -> 202
+  GET  /v1/checks/{id}            status, progress, report
+  GET  /v1/checks/{id}/events     server-sent events of the job's progress
+  GET  /v1/checks/{id}/gallery.png
+  GET  /v1/model-card             JSON, or HTML for browsers
+  GET  /r/{id}                    the human report page
+  GET  /healthz, /metrics
+
+``/v1/checks`` needs ``Authorization: Bearer <token>``. The gallery and the report
+page are reachable by their unguessable job id alone, so bots can link to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from detector.errors import DetectorError
+from detector.modelcard import model_card
+from detector.netguard import check_url
+from detector.settings import DetectorSettings
+from worker import keys
+from worker.celery_app import FETCH_TASK, make_celery
+from worker.settings import ServiceSettings
+
+from .pages import model_card_page, report_page
+from .problems import ApiProblem, from_detector_error, problem_response
+from .store import ApiStore, job_view
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", ServiceSettings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+STORE = web.AppKey("store", ApiStore)
+CELERY = web.AppKey("celery", object)
+METRICS = web.AppKey("metrics", dict)
+ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
+
+EXTENSION_ORIGIN = re.compile(r"^(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+# -- middlewares ---------------------------------------------------------------------------
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiProblem as p:
+        return problem_response(p.status, p.code, p.title, p.detail, request.path, p.headers, **p.extra)
+    except DetectorError as e:
+        p = from_detector_error(e)
+        return problem_response(p.status, p.code, p.title, p.detail, request.path)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}
+        detail = {404: "There is nothing at this address.", 413: "The upload is larger than the limit."}
+        return problem_response(e.status, re.sub(r"\W+", "-", e.reason.lower()), titles.get(e.status, e.reason),
+                                detail.get(e.status, e.text or e.reason), request.path)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s", request.path)
+        return problem_response(500, "internal-error", "Internal error",
+                                "Something went wrong on our side.", request.path)
+
+
+def cors_allowed(settings: ServiceSettings, origin: str | None) -> bool:
+    if not origin:
+        return False
+    if settings.cors_origins:
+        return origin in settings.cors_origins
+    return bool(EXTENSION_ORIGIN.match(origin))
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler):
+    origin = request.headers.get("Origin")
+    allowed = cors_allowed(request.app[SETTINGS], origin)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if not allowed:
+            return web.Response(status=403)
+        resp = web.Response(status=204)
+        resp.headers.update({"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                             "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+                             "Access-Control-Max-Age": "600"})
+    else:
+        resp = await handler(request)
+    if allowed:
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
+        resp.headers["Vary"] = "Origin"
+    return resp
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    m = request.app[METRICS]
+    t0 = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        m["requests"].labels(request.method, route, str(status)).inc()
+        m["latency"].labels(request.method, route).observe(time.perf_counter() - t0)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+async def authorise(request: web.Request, kind: str) -> str:
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or len(auth) < 12:
+        raise ApiProblem(401, "unauthorised", "Missing API token",
+                         "Send 'Authorization: Bearer <token>'; tokens come from `deepfake-token create NAME`.",
+                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check"'})
+    name = await request.app[STORE].token_name(auth[7:].strip())
+    if name is None:
+        raise ApiProblem(401, "bad-token", "Unknown or revoked API token",
+                         "This token is not valid; ask the service's operator for a new one.",
+                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check", error="invalid_token"'})
+    s = request.app[SETTINGS]
+    limit = s.rate_limit_per_min if kind == "submit" else s.read_rate_limit_per_min
+    await request.app[STORE].rate_limit(name, kind, limit)
+    return name
+
+
+def base_url(request: web.Request) -> str:
+    return request.app[SETTINGS].public_url.rstrip("/")
+
+
+async def job_or_404(request: web.Request) -> dict[str, str]:
+    jid = request.match_info["id"]
+    rec = await request.app[STORE].get(jid) if JOB_ID.match(jid) else {}
+    if not rec:
+        raise ApiProblem(404, "unknown-check", "Unknown check",
+                         "No check has this id; it may have expired.")
+    return rec
+
+
+async def enqueue(request: web.Request, job_id: str, upload_path: str | None = None) -> None:
+    celery = request.app[CELERY]
+    args = [job_id] if upload_path is None else [job_id, upload_path]
+    # send_task talks to Redis synchronously: keep it off the event loop.
+    await asyncio.get_running_loop().run_in_executor(None, lambda: celery.send_task(FETCH_TASK, args=args))
+
+
+def _as_bool(v) -> bool:
+    return v is True or str(v).lower() in ("1", "true", "yes", "on")
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+async def create_check(request: web.Request) -> web.Response:
+    owner = await authorise(request, "submit")
+    store = request.app[STORE]
+    if request.content_type.startswith("multipart/"):
+        job_id, how = await _create_from_upload(request, owner)
+    else:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiProblem(400, "bad-request", "The body is not JSON",
+                             'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.strip():
+            raise ApiProblem(400, "bad-request", "No link given", 'Send JSON like {"url": "https://..."}.')
+        url = url.strip()
+        if len(url) > 4096:
+            raise ApiProblem(400, "bad-request", "The link is too long", "Links are limited to 4096 characters.")
+        # Resolving the host blocks: off the event loop. The worker checks again when it connects.
+        await asyncio.get_running_loop().run_in_executor(None, check_url, url,
+                                                         request.app[ALLOW_HOSTS])
+        job_id, how = await store.create(input=url, owner=owner, fresh=_as_bool(body.get("fresh")),
+                                         normalised=keys.normalise_url(url))
+        if how == "new":
+            await enqueue(request, job_id)
+    rec = await store.get(job_id)
+    view = job_view(rec, base_url(request), how)
+    status = 200 if how == "cached" else 202
+    return web.json_response(view, status=status, headers={"Location": f"/v1/checks/{job_id}"})
+
+
+async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, str]:
+    s = request.app[SETTINGS]
+    reader = await request.multipart()
+    fresh = False
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise ApiProblem(400, "bad-request", "No file in the upload", 'Send the medium in a form field "file".')
+        if part.name == "fresh":
+            fresh = _as_bool(await part.text())
+            continue
+        if part.name == "file":
+            break
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(part.filename or "upload").name)[-80:] or "upload"
+    job_id, _ = await request.app[STORE].create(input=name, owner=owner, fresh=fresh, upload=True)
+    folder = s.work_dir(job_id) / "upload"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    size = 0
+    loop = asyncio.get_running_loop()
+    f = await loop.run_in_executor(None, open, path, "wb")
+    try:
+        while chunk := await part.read_chunk(1 << 20):
+            size += len(chunk)
+            if size > s.max_upload_bytes:
+                raise ApiProblem(413, "too-large", "The file is too large",
+                                 f"Uploads are limited to {s.max_upload_bytes / 2**20:.0f} MB.")
+            await loop.run_in_executor(None, f.write, chunk)
+    except ApiProblem:
+        await loop.run_in_executor(None, f.close)
+        path.unlink(missing_ok=True)
+        await request.app[STORE].r.delete(keys.job(job_id), keys.events(job_id))
+        raise
+    await loop.run_in_executor(None, f.close)
+    if size == 0:
+        raise ApiProblem(400, "bad-request", "The file is empty", "The uploaded file has no content.")
+    await enqueue(request, job_id, str(path))
+    return job_id, "new"
+
+
+async def get_check(request: web.Request) -> web.Response:
+    await authorise(request, "read")
+    rec = await job_or_404(request)
+    return web.json_response(job_view(rec, base_url(request)))
+
+
+async def check_events(request: web.Request) -> web.StreamResponse:
+    await authorise(request, "read")
+    rec = await job_or_404(request)
+    r = request.app[REDIS]
+    stream = keys.events(rec["id"])
+    last = request.headers.get("Last-Event-ID") or "0"
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    try:
+        while True:
+            got = await r.xread({stream: last}, block=10_000, count=100)
+            if not got:
+                await resp.write(b": keep-alive\n\n")
+                if not await r.exists(stream):
+                    break
+                continue
+            for _, entries in got:
+                for ev_id, fields in entries:
+                    last = ev_id
+                    data = dict(fields)
+                    for k in ("done", "total"):
+                        if k in data:
+                            data[k] = int(data[k])
+                    if "counts" in data:
+                        data["counts"] = json.loads(data["counts"])
+                    name = "done" if data.get("state") in keys.TERMINAL else "progress"
+                    await resp.write(f"id: {ev_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                    if name == "done":
+                        return resp
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return resp
+
+
+async def gallery(request: web.Request) -> web.StreamResponse:
+    rec = await job_or_404(request)
+    path = request.app[SETTINGS].results_dir(rec["id"]) / "gallery.png"
+    if rec.get("has_gallery") != "1" or not path.is_file():
+        raise ApiProblem(404, "no-gallery", "No gallery yet",
+                         "The gallery exists once the check is done.")
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+
+
+async def report_html(request: web.Request) -> web.Response:
+    rec = await job_or_404(request)
+    html = report_page(job_view(rec, base_url(request)), f"{base_url(request)}/v1/model-card")
+    return web.Response(text=html, content_type="text/html")
+
+
+async def model_card_handler(request: web.Request) -> web.Response:
+    card = model_card()
+    accept = request.headers.get("Accept", "")
+    if "text/html" in accept and "application/json" not in accept:
+        return web.Response(text=model_card_page(card), content_type="text/html")
+    return web.json_response(card)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), 2)
+    except Exception:
+        raise ApiProblem(503, "unhealthy", "Redis is unreachable", "The queue's store does not answer.")
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS]["registry"]).decode()
+    stats = await request.app[STORE].stats()
+    lines = ["# HELP deepfake_jobs_total Jobs by outcome, since the Redis store began.",
+             "# TYPE deepfake_jobs_total counter"]
+    for k, v in sorted(stats.items()):
+        lines.append(f'deepfake_jobs_total{{outcome="{k}"}} {v}')
+    return web.Response(text=body + "\n".join(lines) + "\n", headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- the app -------------------------------------------------------------------------------
+
+async def _redis_ctx(app: web.Application):
+    r = aioredis.Redis.from_url(app[SETTINGS].redis_url, decode_responses=True)
+    app[REDIS] = r
+    app[STORE] = ApiStore(app[SETTINGS], r)
+    yield
+    await r.aclose()
+
+
+async def _celery_ctx(app: web.Application):
+    app[CELERY] = make_celery(app[SETTINGS])
+    yield
+    app[CELERY].close()
+
+
+def create_app(settings: ServiceSettings | None = None) -> web.Application:
+    settings = settings or ServiceSettings()
+    app = web.Application(middlewares=[cors_middleware, metrics_middleware, error_middleware],
+                          client_max_size=settings.max_upload_bytes + (1 << 20))
+    app[SETTINGS] = settings
+    app[ALLOW_HOSTS] = DetectorSettings().allow_private_hosts
+    registry = CollectorRegistry()
+    app[METRICS] = {
+        "registry": registry,
+        "requests": Counter("deepfake_api_requests_total", "API requests", ["method", "route", "status"],
+                            registry=registry),
+        "latency": Histogram("deepfake_api_request_seconds", "API request latency", ["method", "route"],
+                             registry=registry),
+    }
+    app.cleanup_ctx.extend([_redis_ctx, _celery_ctx])
+    app.router.add_post("/v1/checks", create_check)
+    app.router.add_get("/v1/checks/{id}", get_check)
+    app.router.add_get("/v1/checks/{id}/events", check_events)
+    app.router.add_get("/v1/checks/{id}/gallery.png", gallery)
+    app.router.add_get("/v1/model-card", model_card_handler)
+    app.router.add_get("/r/{id}", report_html)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def main() -> None:  # pragma: no cover - `python -m extension_api.app`
+    import argparse
+
+    p = argparse.ArgumentParser(description="Run the API alone (deepfake-serve runs the whole stack).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    web.run_app(create_app(), host=a.host, port=a.port)
+
+
+if __name__ == "__main__":
+    main()

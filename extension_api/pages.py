@@ -1,0 +1,116 @@
+"""Server-rendered HTML: the report page bots link to as "full report", and the model card."""
+
+from __future__ import annotations
+
+from html import escape
+
+from detector.report import AUTHENTIC_BELOW, MANIPULATED_FROM
+
+# Warnings for the service's operators, not for the reader: shown in small print.
+OPERATOR_WARNINGS = {"members_not_scored"}
+
+COLOURS = {"likely_authentic": "#2e9e4f", "uncertain": "#e0a100", "likely_manipulated": "#d62f2f",
+           "inconclusive": "#8a8a8a"}
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:0 auto;padding:16px;
+color:#1d1d1f;background:#fafafa;line-height:1.45}
+h1{font-size:1.5rem;margin:.2em 0}.verdict{padding:16px 20px;border-radius:12px;color:#fff;margin:12px 0}
+.verdict .score{font-size:2.4rem;font-weight:700}.muted{color:#666;font-size:.9rem}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:8px;border-bottom:1px solid #ddd;text-align:left}
+.pill{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-weight:600}
+img.gallery{width:100%;border-radius:8px;border:1px solid #ddd}.faces img{width:96px;height:96px;border-radius:6px;
+margin:4px;border:4px solid}.warn{background:#fff4d6;border-left:4px solid #e0a100;padding:8px 12px;margin:6px 0}
+a{color:#0b63c5}
+"""
+
+
+def _colour(score) -> str:
+    if score is None:
+        return COLOURS["inconclusive"]
+    if score < AUTHENTIC_BELOW:
+        return COLOURS["likely_authentic"]
+    return COLOURS["likely_manipulated"] if score >= MANIPULATED_FROM else COLOURS["uncertain"]
+
+
+def _pct(score) -> str:
+    return "no score" if score is None else f"{score * 100:.0f}%"
+
+
+def _time(s: float) -> str:
+    m, sec = divmod(s or 0.0, 60)
+    return f"{int(m)}:{sec:04.1f}"
+
+
+def page(title: str, body: str, refresh: int | None = None) -> str:
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">{meta}'
+            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def report_page(view: dict, model_card_url: str) -> str:
+    state = view.get("state")
+    if state in ("queued", "running"):
+        prog = view.get("progress") or {}
+        frac = f" ({prog['done']}/{prog['total']})" if prog.get("total") else ""
+        body = (f"<h1>Checking…</h1><p>{escape(view.get('message') or '')}{escape(frac)}</p>"
+                f'<p class="muted">Stage: {escape(view.get("stage") or "")}. This page refreshes itself.</p>')
+        return page("Deepfake check in progress", body, refresh=3)
+    if state == "failed":
+        prob = view.get("problem") or {}
+        body = (f"<h1>The check could not be completed</h1><p><b>{escape(prob.get('title', ''))}</b></p>"
+                f"<p>{escape(prob.get('detail', ''))}</p>")
+        return page("Deepfake check failed", body)
+    r = view["report"]
+    colour = COLOURS.get(r["verdict"], COLOURS["inconclusive"])
+    src = r["source"]
+    media = r["media"]
+    what = (f"video, {media['width']}×{media['height']}, {media.get('duration_s') or 0:.1f} s"
+            if media["kind"] == "video" else f"image, {media['width']}×{media['height']}")
+    origin = src.get("url") or src.get("input")
+    link = (f'<a href="{escape(origin)}" rel="noopener nofollow">{escape(src.get("title") or origin)}</a>'
+            if origin and origin.startswith("http") else escape(src.get("title") or origin or ""))
+    parts = [f"<h1>Deepfake check</h1><p class='muted'>{link} · {escape(what)}</p>",
+             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(_pct(r["score"]))}'
+             f'</div><div>{escape(r["verdict_label"])}: probability that the faces were manipulated</div></div>']
+    if view.get("seen_before"):
+        parts.append('<p class="muted">This medium was checked before; this is the stored result.</p>')
+    operator_notes = [w for w in r.get("warnings", []) if w["code"] in OPERATOR_WARNINGS]
+    for w in r.get("warnings", []):
+        if w["code"] not in OPERATOR_WARNINGS:
+            parts.append(f'<div class="warn">{escape(w["message"])}</div>')
+    if view.get("links", {}).get("gallery"):
+        parts.append(f'<img class="gallery" alt="Keyframes of each shot, bordered by score" '
+                     f'src="{escape(view["links"]["gallery"])}">')
+    rows = []
+    for s in r["shots"]:
+        faces = "".join(
+            f'<img alt="face, {escape(_pct(c["score"]))}" title="{c["face_count"]} faces, {escape(_pct(c["score"]))}"'
+            f' style="border-color:{_colour(c["score"])}" src="data:image/jpeg;base64,{c["thumbnail_jpeg_b64"]}">'
+            for c in s["clusters"] if c.get("thumbnail_jpeg_b64"))
+        times = f"{_time(s['start_s'])}–{_time(s['end_s'])}" if media["kind"] == "video" else "image"
+        rows.append(f"<tr><td>{s['index'] + 1}</td><td>{escape(times)}</td><td>{s['faces_detected']}</td>"
+                    f'<td><span class="pill" style="background:{_colour(s["score"])}">{escape(_pct(s["score"]))}'
+                    f'</span></td><td class="faces">{faces}</td></tr>')
+    parts.append("<h2>Shots</h2><table><tr><th>#</th><th>time</th><th>faces</th><th>score</th>"
+                 f"<th>people (scored faces)</th></tr>{''.join(rows)}</table>")
+    models = ", ".join(f"{escape(m['name'])} {escape(m['version'])}" for m in r["models"])
+    notes = " ".join(escape(w["message"]) for w in operator_notes)
+    parts.append(f'<p class="muted">Models: {models}. {notes} <a href="{escape(model_card_url)}">Model card</a>. '
+                 f"Report version {escape(r['report_version'])}, analysed {escape(str(r['created_at'])[:19])} UTC."
+                 " A score is a statistical estimate about the faces only, not proof; read the model card.</p>")
+    return page(f"Deepfake check: {r['verdict_label']} ({_pct(r['score'])})", "".join(parts))
+
+
+def model_card_page(card: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(m['name'])}</td><td>{escape(m['version'])}</td><td>{escape(m['architecture'])}</td>"
+        f"<td>{'yes' if m['trained'] else 'no (never scored)'}</td><td>{escape(m['licence'])}</td>"
+        f"<td>{escape(m['training_data'])}</td></tr>" for m in card["members"])
+    caveats = "".join(f"<li>{escape(c)}</li>" for c in card["caveats"])
+    body = (f"<h1>Model card</h1><p>{escape(card['intended_use'])}</p><h2>Caveats</h2><ul>{caveats}</ul>"
+            "<h2>Ensemble members</h2><table><tr><th>name</th><th>version</th><th>architecture</th>"
+            f"<th>trained weights</th><th>licence</th><th>training data</th></tr>{rows}</table>"
+            f"<p class='muted'>Report version {escape(card['report_version'])}.</p>")
+    return page("Model card", body)

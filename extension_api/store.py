@@ -1,0 +1,117 @@
+"""The API's side of the job record (async Redis): create or share jobs, read them,
+tokens and rate limits. Key names and URL normalisation are in :mod:`worker.keys`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+
+import redis.asyncio as aioredis
+
+from worker import keys
+from worker.settings import ServiceSettings
+
+from .problems import ApiProblem
+
+
+class ApiStore:
+    def __init__(self, settings: ServiceSettings, r: aioredis.Redis):
+        self.s = settings
+        self.r = r
+
+    async def token_name(self, token: str) -> str | None:
+        return await self.r.hget(keys.TOKENS, keys.hash_token(token))
+
+    async def rate_limit(self, name: str, kind: str, limit: int) -> None:
+        window = int(time.time() // 60)
+        key = f"df:rl:{name}:{kind}:{window}"
+        p = self.r.pipeline()
+        p.incr(key)
+        p.expire(key, 120)
+        count, _ = await p.execute()
+        if count > limit:
+            retry = 60 - int(time.time() % 60)
+            raise ApiProblem(429, "rate-limited", "Too many requests",
+                             f"This token may make {limit} {kind} requests a minute; try again in {retry} s.",
+                             headers={"Retry-After": str(retry)})
+
+    async def get(self, job_id: str) -> dict[str, str]:
+        if not job_id or len(job_id) > 64:
+            return {}
+        return await self.r.hgetall(keys.job(job_id))
+
+    async def create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
+                     upload: bool = False) -> tuple[str, str]:
+        """A new job, or the one already answering this URL. Returns (job id, how):
+        how is 'new', 'cached' (done before), or 'shared' (in progress for someone else)."""
+        ttl = self.s.retention_s
+        url_key = keys.url_key(normalised) if normalised else None
+        if url_key and not fresh:
+            existing = await self.r.get(url_key)
+            if existing:
+                state = await self.r.hget(keys.job(existing), "state")
+                if state == "done":
+                    await self.r.hincrby(keys.STATS, "url_cache_hits", 1)
+                    return existing, "cached"
+                if state in ("queued", "running"):
+                    return existing, "shared"
+        job_id = uuid.uuid4().hex
+        now = str(round(time.time(), 3))
+        record = {"id": job_id, "state": "queued", "stage": "queued", "message": "Waiting in the queue",
+                  "input": input, "normalised_url": normalised or "", "owner": owner, "fresh": int(fresh),
+                  "upload": int(upload), "created_at": now, "updated_at": now}
+        if url_key:
+            if fresh:
+                await self.r.set(url_key, job_id, ex=ttl)
+            elif not await self.r.set(url_key, job_id, nx=True, ex=ttl):
+                winner = await self.r.get(url_key)  # a concurrent identical request won
+                if winner:
+                    return winner, "shared"
+                await self.r.set(url_key, job_id, ex=ttl)
+        p = self.r.pipeline()
+        p.hset(keys.job(job_id), mapping=record)
+        p.expire(keys.job(job_id), ttl)
+        p.xadd(keys.events(job_id), {"stage": "queued", "state": "queued", "message": record["message"], "ts": now})
+        p.expire(keys.events(job_id), ttl)
+        p.hincrby(keys.STATS, "jobs_submitted", 1)
+        await p.execute()
+        return job_id, "new"
+
+    async def stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}
+
+
+def new_token() -> str:
+    return "dfk_" + secrets.token_urlsafe(24)
+
+
+def job_view(rec: dict[str, str], base: str, how: str | None = None) -> dict:
+    """The public JSON of a job record."""
+    jid = rec["id"]
+    view = {
+        "id": jid,
+        "state": rec.get("state"),
+        "stage": rec.get("stage"),
+        "message": rec.get("message"),
+        "progress": {k: int(rec[k]) for k in ("done", "total") if rec.get(k)},
+        "counts": json.loads(rec["counts"]) if rec.get("counts") else {},
+        "input": rec.get("input"),
+        "created_at": float(rec.get("created_at", 0)),
+        "updated_at": float(rec.get("updated_at", 0)),
+        "seen_before": how == "cached" or rec.get("seen_before") == "1",
+        "links": {"self": f"{base}/v1/checks/{jid}", "events": f"{base}/v1/checks/{jid}/events",
+                  "report_page": f"{base}/r/{jid}"},
+    }
+    if how:
+        view["request"] = how
+    if rec.get("same_content_as"):
+        view["same_content_as"] = rec["same_content_as"]
+    if rec.get("report"):
+        view["report"] = json.loads(rec["report"])
+    if rec.get("has_gallery") == "1":
+        view["links"]["gallery"] = f"{base}/v1/checks/{jid}/gallery.png"
+    if rec.get("problem"):
+        view["problem"] = json.loads(rec["problem"])
+    return view

@@ -1,0 +1,243 @@
+"""The service end to end: real redis-server, Celery worker and API processes on 127.0.0.1,
+the real pipeline on devset media served from a loopback HTTP server."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from .conftest import ROOT, shared
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def submit(service, token, url=None, **extra):
+    return requests.post(service.base + "/v1/checks", json={"url": url, **extra}, headers=auth(token), timeout=30)
+
+
+def wait_done(service, token, job_id, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = requests.get(f"{service.base}/v1/checks/{job_id}", headers=auth(token), timeout=10).json()
+        if view["state"] in ("done", "failed"):
+            return view
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish:\n{service.worker_log.read_text()[-3000:]}")
+
+
+def sse(service, token, job_id):
+    events = []
+    with requests.get(f"{service.base}/v1/checks/{job_id}/events", headers=auth(token), stream=True,
+                      timeout=240) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        name = None
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+                if name == "done":
+                    break
+    return events
+
+
+def assert_problem(resp, status, code):
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["status"] == status and body["type"].endswith("/" + code), body
+    assert body["title"] and body["detail"]
+    return body
+
+
+@pytest.fixture(scope="module")
+def media(service):
+    from .conftest import LoopbackServer
+
+    srv = LoopbackServer()
+    clip = shared("media", "devset", "videos", "film_fake.mp4").read_bytes()
+    srv.routes["/clip.mp4"] = (200, {"Content-Type": "video/mp4"}, clip)
+    srv.routes["/repost/same.mp4"] = (200, {"Content-Type": "video/mp4"}, clip)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def first_job(service, media):
+    token = service.token("journalist")
+    r = submit(service, token, media.url("/clip.mp4") + "?utm_source=x")
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["Location"] == f"/v1/checks/{job['id']}" and job["state"] == "queued"
+    events = sse(service, token, job["id"])
+    return token, job, events
+
+
+def test_submit_progress_report_gallery(service, first_job):
+    token, job, events = first_job
+    stages = [e["stage"] for _, e in events]
+    for st in ("queued", "downloading", "segmenting", "detecting_faces", "scoring", "done"):
+        assert st in stages, stages
+    assert stages.index("downloading") < stages.index("segmenting") < stages.index("scoring")
+    faces_events = [e for _, e in events if e["stage"] == "detecting_faces" and "total" in e]
+    assert faces_events and faces_events[-1]["done"] <= faces_events[-1]["total"]
+    view = wait_done(service, token, job["id"])
+    assert view["state"] == "done" and not view["seen_before"]
+    report = view["report"]
+    assert report["status"] == "scored" and report["shots"] and 0 <= report["score"] <= 1
+    g = requests.get(view["links"]["gallery"], timeout=10)
+    assert g.status_code == 200 and g.content[:8] == PNG and g.headers["Content-Type"] == "image/png"
+    # the downloaded media is gone once the job ended
+    assert not (service.data_dir / "jobs" / job["id"]).exists()
+    assert (service.data_dir / "results" / job["id"] / "report.json").is_file()
+
+
+def test_same_link_again_is_a_cache_hit(service, media, first_job):
+    token, job, _ = first_job
+    before = list(media.requests)
+    r = submit(service, token, media.url("/clip.mp4"))  # tracking parameter dropped: same link
+    assert r.status_code == 200
+    view = r.json()
+    assert view["id"] == job["id"] and view["seen_before"] and view["state"] == "done"
+    assert view["report"]["score"] is not None
+    assert media.requests == before  # nothing was downloaded again
+
+
+def test_same_content_under_another_link_is_a_hit(service, media, first_job):
+    token, job, _ = first_job
+    r = submit(service, token, media.url("/repost/same.mp4"))
+    assert r.status_code == 202
+    view = wait_done(service, token, r.json()["id"])
+    assert view["id"] != job["id"] and view["same_content_as"] == job["id"] and view["seen_before"]
+    first = wait_done(service, token, job["id"])
+    assert view["report"] == first["report"]  # the stored analysis, not a new one
+    assert "/repost/same.mp4" in media.requests
+
+
+def test_fresh_run_and_shared_concurrent_requests(service, media, first_job):
+    token, job, _ = first_job
+    a = submit(service, token, media.url("/clip.mp4"), fresh=True)
+    b = submit(service, token, media.url("/clip.mp4"))  # while the fresh run is in progress
+    assert a.status_code == 202 and a.json()["id"] != job["id"]
+    assert b.status_code == 202 and b.json()["id"] == a.json()["id"] and b.json()["request"] == "shared"
+    fresh = wait_done(service, token, a.json()["id"])
+    assert fresh["state"] == "done" and not fresh["seen_before"]
+    assert fresh["report"]["created_at"] != wait_done(service, token, job["id"])["report"]["created_at"]
+
+
+def test_bad_input_fails_the_job_with_a_sentence_and_the_worker_survives(service, media):
+    token = service.token("bad-input")
+    dead = submit(service, token, media.url("/gone.mp4"))
+    assert dead.status_code == 202
+    view = wait_done(service, token, dead.json()["id"])
+    assert view["state"] == "failed" and view["problem"]["code"] == "not-found"
+    assert "404" in view["problem"]["detail"]
+    junk = requests.post(service.base + "/v1/checks", headers=auth(token),
+                         files={"file": ("clip.mp4", b"\x00\x01junk" * 500, "video/mp4")}, timeout=30)
+    assert junk.status_code == 202
+    view = wait_done(service, token, junk.json()["id"])
+    assert view["state"] == "failed" and view["problem"]["code"] == "corrupt-media"
+    # the worker is still there: an upload of a real photo goes through
+    photo = shared("media", "unlabeled", "obama.jpg").read_bytes()
+    ok = requests.post(service.base + "/v1/checks", headers=auth(token),
+                       files={"file": ("obama.jpg", photo, "image/jpeg")}, timeout=30)
+    view = wait_done(service, token, ok.json()["id"])
+    assert view["state"] == "done" and view["report"]["media"]["kind"] == "image"
+    assert len(view["report"]["faces"]) == 1
+
+
+def test_api_errors_are_problem_json(service):
+    token = service.token("errors")
+    assert_problem(requests.post(service.base + "/v1/checks", json={"url": "https://example.org/a.mp4"},
+                                 timeout=10), 401, "unauthorised")
+    assert_problem(submit(service, "dfk_not-a-real-token", "https://example.org/a.mp4"), 401, "bad-token")
+    assert_problem(requests.get(service.base + "/v1/checks/" + "0" * 32, headers=auth(token), timeout=10),
+                   404, "unknown-check")
+    assert_problem(requests.get(service.base + "/v1/checks/../../etc", headers=auth(token), timeout=10),
+                   404, "not-found")
+    assert_problem(requests.post(service.base + "/v1/checks", data="{not json", headers=auth(token), timeout=10),
+                   400, "bad-request")
+    assert_problem(submit(service, token, None), 400, "bad-request")
+    body = assert_problem(submit(service, token, "http://10.1.2.3/video.mp4"), 422, "private-address")
+    assert "private" in body["detail"]
+    assert_problem(submit(service, token, "ftp://example.org/a.mp4"), 422, "unsupported-url")
+    assert_problem(requests.get(service.base + "/nope", timeout=10), 404, "not-found")
+
+
+def test_rate_limit_per_token(service):
+    token = service.token("hasty")
+    codes = [submit(service, token, "http://10.0.0.1/x.mp4").status_code for _ in range(9)]
+    assert codes[:8] == [422] * 8
+    body = assert_problem(submit(service, token, "http://10.0.0.1/x.mp4"), 429, "rate-limited")
+    assert "8" in body["detail"]
+    other = service.token("patient")
+    assert submit(service, other, "http://10.0.0.1/x.mp4").status_code == 422  # limits are per token
+
+
+def test_cors_is_open_to_extension_origins_only(service):
+    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    ok = requests.options(service.base + "/v1/checks", headers={"Origin": "chrome-extension://abcdefgh", **pre},
+                          timeout=10)
+    assert ok.status_code == 204 and ok.headers["Access-Control-Allow-Origin"] == "chrome-extension://abcdefgh"
+    assert "Authorization" in ok.headers["Access-Control-Allow-Headers"]
+    bad = requests.options(service.base + "/v1/checks", headers={"Origin": "https://evil.example", **pre},
+                           timeout=10)
+    assert bad.status_code == 403 and "Access-Control-Allow-Origin" not in bad.headers
+    get = requests.get(service.base + "/healthz", headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in get.headers
+
+
+def test_health_metrics_and_model_card(service, first_job):
+    assert requests.get(service.base + "/healthz", timeout=10).json() == {"status": "ok"}
+    m = requests.get(service.base + "/metrics", timeout=10).text
+    assert "deepfake_api_requests_total" in m and 'deepfake_jobs_total{outcome="jobs_done"}' in m
+    card = requests.get(service.base + "/v1/model-card", timeout=10).json()
+    names = {x["name"]: x for x in card["members"]}
+    assert names["meso4-df"]["trained"] and not names["meve-effnet-b4"]["trained"] and card["caveats"]
+    html = requests.get(service.base + "/v1/model-card", headers={"Accept": "text/html"}, timeout=10)
+    assert html.headers["Content-Type"].startswith("text/html") and "Model card" in html.text
+
+
+def test_tokens_cli_create_and_revoke(service):
+    env = dict(service.env)
+    out = subprocess.run([sys.executable, "-m", "extension_api.tokens", "create", "cli-user"], env=env,
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    token = out.stdout.strip()
+    assert token.startswith("dfk_")
+    assert token not in json.dumps(service.redis.hgetall("df:tokens"))  # stored hashed
+    assert_problem(submit(service, token, "http://10.0.0.2/x.mp4"), 422, "private-address")
+    subprocess.run([sys.executable, "-m", "extension_api.tokens", "revoke", "cli-user"], env=env, check=True,
+                   capture_output=True, cwd=ROOT)
+    assert_problem(submit(service, token, "http://10.0.0.2/x.mp4"), 401, "bad-token")
+
+
+def test_report_page_renders_in_chromium(service, first_job, tmp_path):
+    import shutil
+
+    token, job, _ = first_job
+    url = f"{service.base}/r/{job['id']}"
+    html = requests.get(url, timeout=10)
+    assert html.status_code == 200 and html.headers["Content-Type"].startswith("text/html")
+    report = wait_done(service, token, job["id"])["report"]
+    assert report["verdict_label"] in html.text and "gallery.png" in html.text and "Model card" in html.text
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    art = ROOT / "out" / "test-artifacts"
+    art.mkdir(parents=True, exist_ok=True)
+    shot = art / "report_page.png"
+    shot.unlink(missing_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1000,1600"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert report["verdict_label"] in dom.stdout and "<table>" in dom.stdout
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == PNG and shot.stat().st_size > 20_000

@@ -1,0 +1,43 @@
+"""The Celery application: Redis broker, JSON only, late acks, two queues.
+
+``fetch`` (downloads, I/O bound) and ``analyze`` (the pipeline) are separate queues so
+a GPU host can consume only ``analyze``:
+
+    celery -A worker.celery_app worker -Q analyze -c 1     # GPU host
+    celery -A worker.celery_app worker -Q fetch -c 8 -P threads
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from .settings import ServiceSettings
+
+FETCH_TASK = "worker.tasks.fetch_job"
+ANALYZE_TASK = "worker.tasks.analyze_job"
+
+
+def make_celery(settings: ServiceSettings | None = None) -> Celery:
+    s = settings or ServiceSettings()
+    app = Celery("deepfake", broker=s.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        event_serializer="json",
+        task_ignore_result=True,  # job state lives in the job record, not in a result backend
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={FETCH_TASK: {"queue": "fetch"}, ANALYZE_TASK: {"queue": "analyze"}},
+        task_default_queue="fetch",
+        # A late-acked message is redelivered after this long: longer than any task may run.
+        broker_transport_options={"visibility_timeout": 2 * max(s.analyze_hard_limit_s, s.fetch_hard_limit_s, 1800)},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = make_celery()

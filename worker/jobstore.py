@@ -1,0 +1,136 @@
+"""The worker's side of the job record: progress events, results, failures, caches.
+
+Every progress change is appended to the job's event stream (``XADD``) and mirrored in
+the job hash, so an adapter can either follow the stream or poll the record; neither
+needs a Celery result backend.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import redis
+
+from . import keys
+from .settings import ServiceSettings
+
+EVENTS_MAXLEN = 1000
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class JobStore:
+    def __init__(self, settings: ServiceSettings, client: redis.Redis | None = None):
+        self.settings = settings
+        self.r = client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+    # -- reading ------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, str]:
+        return self.r.hgetall(keys.job(job_id))
+
+    # -- writing ------------------------------------------------------------------------
+    def event(self, job_id: str, stage: str, message: str, state: str = "running",
+              done: int | None = None, total: int | None = None, counts: dict | None = None,
+              **extra) -> None:
+        ev = {"stage": stage, "message": message, "state": state, "ts": str(now())}
+        if done is not None:
+            ev["done"] = str(done)
+        if total is not None:
+            ev["total"] = str(total)
+        if counts:
+            ev["counts"] = json.dumps(counts)
+        ev.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+        ttl = self.settings.retention_s
+        p = self.r.pipeline()
+        p.xadd(keys.events(job_id), ev, maxlen=EVENTS_MAXLEN, approximate=True)
+        p.expire(keys.events(job_id), ttl)
+        fields = {"state": state, "stage": stage, "message": message, "updated_at": ev["ts"]}
+        for f in ("done", "total", "counts"):
+            fields[f] = ev.get(f, "")
+        p.hset(keys.job(job_id), mapping=fields)
+        p.expire(keys.job(job_id), ttl)
+        p.execute()
+
+    def progress(self, job_id: str):
+        """A detector ProgressFn that publishes the pipeline's events for this job."""
+
+        def publish(ev) -> None:
+            if ev.stage == "done":  # the terminal event is written with the result
+                return
+            self.event(job_id, ev.stage, ev.message, done=ev.done, total=ev.total, counts=ev.counts)
+
+        return publish
+
+    def set_fields(self, job_id: str, **fields) -> None:
+        self.r.hset(keys.job(job_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
+
+    def finish(self, job_id: str, report_json: str, gallery: bytes | None, **fields) -> None:
+        out = self.settings.results_dir(job_id)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(report_json)
+        if gallery is not None:
+            (out / "gallery.png").write_bytes(gallery)
+        self.set_fields(job_id, report=report_json, has_gallery=int(gallery is not None),
+                        finished_at=now(), **fields)
+        report = json.loads(report_json)
+        self.event(job_id, "done", report["verdict_label"], state="done",
+                   score=report["score"], verdict=report["verdict"])
+        self.r.hincrby(keys.STATS, "jobs_done", 1)
+
+    def fail(self, job_id: str, problem: dict) -> None:
+        self.set_fields(job_id, problem=json.dumps(problem), finished_at=now())
+        self.event(job_id, "failed", problem.get("detail") or problem.get("title", "failed"), state="failed",
+                   code=problem.get("code", "error"))
+        self.r.hincrby(keys.STATS, "jobs_failed", 1)
+        self.r.hincrby(keys.STATS, f"jobs_failed:{problem.get('code', 'error')}", 1)
+
+    def claim_content(self, job_id: str, sha256: str) -> str | None:
+        """Record that this job analyses content ``sha256``; return an earlier job's id
+        whose result can be reused, or None."""
+        key = keys.sha_key(sha256)
+        if self.r.set(key, job_id, nx=True, ex=self.settings.retention_s):
+            return None
+        other = self.r.get(key)
+        if other and other != job_id and self.r.hget(keys.job(other), "state") == "done":
+            return other
+        self.r.set(key, job_id, ex=self.settings.retention_s)  # earlier one failed or expired
+        return None
+
+    def reuse(self, job_id: str, other: str) -> None:
+        """Finish ``job_id`` with the result of ``other`` (same content, another link)."""
+        rec = self.get(other)
+        src = self.settings.results_dir(other) / "gallery.png"
+        gallery = src.read_bytes() if src.is_file() else None
+        self.r.hincrby(keys.STATS, "content_cache_hits", 1)
+        self.finish(job_id, rec["report"], gallery, seen_before=1, same_content_as=other)
+
+    # -- housekeeping -------------------------------------------------------------------
+    def clean_expired(self) -> int:
+        """Delete result folders older than the retention (the records expire in Redis)."""
+        root = self.settings.data_dir / "results"
+        if not root.is_dir():
+            return 0
+        limit = time.time() - self.settings.retention_s
+        gone = 0
+        for d in root.iterdir():
+            if d.is_dir() and d.stat().st_mtime < limit:
+                shutil.rmtree(d, ignore_errors=True)
+                gone += 1
+        return gone
+
+
+def problem_of(err) -> dict:
+    """The problem dict (RFC 9457 fields + our code) for a detector error."""
+    return err.to_dict()
+
+
+def fetched_fields(fetched) -> dict:
+    d = asdict(fetched)
+    d["path"] = str(Path(d["path"]))
+    return {f"fetched_{k}": "" if v is None else v for k, v in d.items()}

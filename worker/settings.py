@@ -1,0 +1,39 @@
+"""Typed settings of the service (workers, API, local stack), from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.settings import _default_cache
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0",
+                           validation_alias=AliasChoices("REDIS_URL", "DEEPFAKE_REDIS_URL"))
+    data_dir: Path = Field(default_factory=lambda: _default_cache() / "data")
+    retention_s: int = 7 * 24 * 3600  # job records, reports, galleries
+    # Celery task limits (seconds)
+    fetch_soft_limit_s: int = 300
+    fetch_hard_limit_s: int = 330
+    analyze_soft_limit_s: int = 900
+    analyze_hard_limit_s: int = 960
+    max_retries: int = 3
+    retry_backoff_s: float = 5.0
+    # API
+    public_url: str = "http://127.0.0.1:8080"  # where report pages are reachable (links in bots)
+    rate_limit_per_min: int = 20  # submissions per token per minute
+    read_rate_limit_per_min: int = 600  # status/events reads per token per minute
+    # Origins allowed by CORS: browser-extension origins only. Empty = any extension.
+    cors_origins: list[str] = Field(default_factory=list)
+    max_upload_bytes: int = 200 * 1024 * 1024
+
+    def results_dir(self, job_id: str) -> Path:
+        return self.data_dir / "results" / job_id
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / job_id

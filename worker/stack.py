@@ -1,0 +1,107 @@
+"""``deepfake-serve``: the whole service on one machine, in one command.
+
+Starts a private ``redis-server`` (unless ``REDIS_URL`` names one), a Celery worker for
+both queues, and the API; each chat bot whose token is configured joins once the bots
+exist. Prints where the API and the report pages are; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .settings import ServiceSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A private redis-server on 127.0.0.1 with AOF persistence in ``folder``."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server is not installed (scripts/setup.sh installs it), or set REDIS_URL")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+                             "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_port("127.0.0.1", port, proc, "redis-server")
+    return proc, url
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen | None = None, what: str = "service",
+                  timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{what} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not start listening on {host}:{port}")
+
+
+def start_worker(env: dict[str, str], queues: str = "fetch,analyze", concurrency: int = 2) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                             "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO",
+                             "-n", f"deepfake-{os.getpid()}@%h"], env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="deepfake-serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    a = p.parse_args(argv)
+
+    procs: list[subprocess.Popen] = []
+    env = dict(os.environ)
+    settings = ServiceSettings()
+    try:
+        if not (os.environ.get("REDIS_URL") or os.environ.get("DEEPFAKE_REDIS_URL")):
+            redis_proc, url = start_redis(settings.data_dir / "redis")
+            procs.append(redis_proc)
+            env["REDIS_URL"] = url
+            print(f"redis:   {url} (private, data in {settings.data_dir / 'redis'})")
+        env.setdefault("DEEPFAKE_PUBLIC_URL", f"http://{a.host}:{a.port}")
+        procs.append(start_worker(env, concurrency=a.concurrency))
+        api = subprocess.Popen([sys.executable, "-m", "extension_api.app", "--host", a.host,
+                                "--port", str(a.port)], env=env)
+        procs.append(api)
+        wait_for_port(a.host, a.port, api, "the API")
+        base = env["DEEPFAKE_PUBLIC_URL"]
+        print(f"API:     {base}/v1/checks   (token: REDIS_URL={env.get('REDIS_URL')} deepfake-token create NAME)")
+        print(f"reports: {base}/r/<job id>      model card: {base}/v1/model-card")
+        print("Ctrl-C stops everything.")
+        while all(pr.poll() is None for pr in procs):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for pr in reversed(procs):
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
+        for pr in reversed(procs):
+            try:
+                pr.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

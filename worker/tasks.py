@@ -1,0 +1,151 @@
+"""The two tasks. They take a job id and paths, never media or frames.
+
+Expected outcomes (dead link, private address, too long, corrupt file, no trained
+weights) end the job with a typed problem; only transient network errors are
+retried, with exponential backoff. "No face" is a finished job whose report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+from detector.errors import DetectorError
+from detector.fetch import Fetched, fetch
+
+from . import keys
+from .celery_app import ANALYZE_TASK, FETCH_TASK, app
+from .jobstore import JobStore, fetched_fields
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+SETTINGS = ServiceSettings()
+MAX_DELIVERIES = 3  # a job whose worker dies this often (a poison medium) fails instead of looping
+
+_store: JobStore | None = None
+_analyzer = None
+
+
+def store() -> JobStore:
+    global _store
+    if _store is None:
+        _store = JobStore(SETTINGS)
+    return _store
+
+
+def analyzer():
+    """The process's Analyzer, loaded once (after fork) and reused for every job."""
+    global _analyzer
+    if _analyzer is None:
+        from detector.pipeline import Analyzer
+
+        _analyzer = Analyzer().load()
+    return _analyzer
+
+
+@worker_process_init.connect
+def _load_models_after_fork(**_):
+    queues = set((app.amqp.queues.consume_from or {}).keys()) if app.amqp.queues.consume_from else {"analyze"}
+    if "analyze" in queues:
+        try:
+            analyzer()
+        except DetectorError as e:  # e.g. no trained weights: jobs will fail with this problem
+            log.error("models not loaded: %s", e.detail)
+
+
+PROBLEMS = {
+    "timeout": {"code": "timeout", "title": "The check took too long", "status": 504, "transient": False,
+                "detail": "The analysis did not finish in time; a shorter clip may work."},
+    "crashed": {"code": "worker-crashed", "title": "The analysis crashed", "status": 500, "transient": False,
+                "detail": "The analysis stopped unexpectedly several times on this medium."},
+    "internal": {"code": "internal-error", "title": "Internal error", "status": 500, "transient": False,
+                 "detail": "Something went wrong on our side; the team has the details."},
+}
+
+
+def _start(job_id: str) -> dict | None:
+    """The job record, or None when there is nothing (more) to do."""
+    rec = store().get(job_id)
+    if not rec or rec.get("state") in keys.TERMINAL:
+        return None
+    deliveries = store().r.hincrby(keys.job(job_id), "deliveries", 1)
+    if deliveries > MAX_DELIVERIES:
+        store().fail(job_id, PROBLEMS["crashed"])
+        _cleanup(job_id)
+        return None
+    return rec
+
+
+def _cleanup(job_id: str) -> None:
+    shutil.rmtree(SETTINGS.work_dir(job_id), ignore_errors=True)
+
+
+@app.task(bind=True, name=FETCH_TASK, soft_time_limit=SETTINGS.fetch_soft_limit_s,
+          time_limit=SETTINGS.fetch_hard_limit_s)
+def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
+    rec = _start(job_id)
+    if rec is None:
+        return {"job": job_id, "outcome": "skipped"}
+    st = store()
+    st.event(job_id, "downloading", "Downloading the medium" if not upload_path else "Reading the upload")
+    try:
+        fetched = fetch(upload_path or rec["input"], SETTINGS.work_dir(job_id) / "media")
+    except DetectorError as e:
+        if e.transient and self.request.retries < SETTINGS.max_retries:
+            st.r.hincrby(keys.job(job_id), "deliveries", -1)
+            delay = SETTINGS.retry_backoff_s * 2 ** self.request.retries
+            st.event(job_id, "downloading", f"{e.detail} Trying again in {delay:.0f} s.")
+            raise self.retry(countdown=delay, max_retries=SETTINGS.max_retries)
+        st.fail(job_id, e.to_dict())
+        _cleanup(job_id)
+        return {"job": job_id, "outcome": e.code}
+    except SoftTimeLimitExceeded:
+        st.fail(job_id, PROBLEMS["timeout"])
+        _cleanup(job_id)
+        return {"job": job_id, "outcome": "timeout"}
+    st.set_fields(job_id, sha256=fetched.sha256, title=fetched.title, deliveries=0, **fetched_fields(fetched))
+    if rec.get("fresh") != "1":
+        other = st.claim_content(job_id, fetched.sha256)
+        if other:
+            st.reuse(job_id, other)
+            _cleanup(job_id)
+            return {"job": job_id, "outcome": "content-cache-hit", "same_as": other}
+    else:
+        st.r.set(keys.sha_key(fetched.sha256), job_id, ex=SETTINGS.retention_s)
+    st.event(job_id, "queued", "Waiting for an analysis worker")
+    analyze_job.apply_async(args=[job_id, str(fetched.path)])
+    return {"job": job_id, "outcome": "fetched"}
+
+
+@app.task(bind=True, name=ANALYZE_TASK, soft_time_limit=SETTINGS.analyze_soft_limit_s,
+          time_limit=SETTINGS.analyze_hard_limit_s)
+def analyze_job(self, job_id: str, media_path: str) -> dict:
+    rec = _start(job_id)
+    if rec is None:
+        return {"job": job_id, "outcome": "skipped"}
+    st = store()
+    fetched = Fetched(path=Path(media_path), input=rec["fetched_input"], url=rec.get("fetched_url") or None,
+                      via=rec["fetched_via"], sha256=rec["fetched_sha256"],
+                      size_bytes=int(rec["fetched_size_bytes"]), title=rec.get("fetched_title") or None)
+    try:
+        analysis = analyzer().analyze(fetched, progress=st.progress(job_id))
+        st.finish(job_id, analysis.report.to_json(), analysis.gallery_png,
+                  seen_before=0, status=analysis.report.status)
+        return {"job": job_id, "outcome": analysis.report.status}
+    except DetectorError as e:
+        st.fail(job_id, e.to_dict())
+        return {"job": job_id, "outcome": e.code}
+    except SoftTimeLimitExceeded:
+        st.fail(job_id, PROBLEMS["timeout"])
+        return {"job": job_id, "outcome": "timeout"}
+    except Exception:
+        log.exception("job %s failed", job_id)
+        st.fail(job_id, PROBLEMS["internal"])
+        raise
+    finally:
+        _cleanup(job_id)
+        st.clean_expired()
