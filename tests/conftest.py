@@ -115,8 +115,9 @@ def _wait_for(predicate, what: str, timeout: float = 90.0, proc=None, log=None):
 
 
 class Service:
-    def __init__(self, base: str, redis_url: str, env: dict, data_dir: Path, worker_log: Path):
+    def __init__(self, base: str, redis_url: str, env: dict, data_dir: Path, worker_log: Path, worker_pid: int):
         self.base, self.redis_url, self.env, self.data_dir, self.worker_log = base, redis_url, env, data_dir, worker_log
+        self.worker_pid = worker_pid
         import redis
 
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -167,7 +168,7 @@ def service(mesonet_store, tmp_path_factory):
     try:
         _wait_for(lambda: _get_ok(requests, base + "/healthz"), "the API", proc=api, log=api_log)
         _wait_for(lambda: " ready." in worker_log.read_text(), "the Celery worker", proc=worker, log=worker_log)
-        yield Service(base, redis_url, env, tmp / "data", worker_log)
+        yield Service(base, redis_url, env, tmp / "data", worker_log, worker.pid)
     finally:
         for p in reversed(procs):
             p.terminate()

@@ -241,3 +241,29 @@ def test_report_page_renders_in_chromium(service, first_job, tmp_path):
     assert report["verdict_label"] in dom.stdout and "<table>" in dom.stdout
     subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == PNG and shot.stat().st_size > 20_000
+
+
+def test_a_killed_worker_process_loses_nothing(service, media):
+    """SIGKILL the worker's pool processes mid-analysis: the job is redelivered and finishes."""
+    import os
+    import signal
+
+    token = service.token("crash")
+    media.routes["/other/anchor.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                         shared("media", "devset", "videos", "anchor_real.mp4").read_bytes())
+    job_id = submit(service, token, media.url("/other/anchor.mp4")).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rec = service.redis.hgetall(f"df:job:{job_id}")
+        if rec.get("stage") in ("probing", "segmenting", "detecting_faces"):
+            break
+        assert rec.get("state") != "done", "the analysis finished before it could be interrupted"
+        time.sleep(0.02)
+    children = [int(p) for p in open(f"/proc/{service.worker_pid}/task/{service.worker_pid}/children")
+                .read().split()]
+    assert children
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    view = wait_done(service, token, job_id)
+    assert view["state"] == "done" and view["report"]["status"] == "scored"
+    assert int(service.redis.hget(f"df:job:{job_id}", "deliveries")) == 2  # delivered again, once

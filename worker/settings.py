@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detector.settings import _default_cache
+from detector.settings import DetectorSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -15,7 +15,7 @@ class ServiceSettings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0",
                            validation_alias=AliasChoices("REDIS_URL", "DEEPFAKE_REDIS_URL"))
-    data_dir: Path = Field(default_factory=lambda: _default_cache() / "data")
+    data_dir: Path = Field(default_factory=lambda: DetectorSettings().cache_dir / "data")  # DEEPFAKE_CACHE_DIR
     retention_s: int = 7 * 24 * 3600  # job records, reports, galleries
     # Celery task limits (seconds)
     fetch_soft_limit_s: int = 300

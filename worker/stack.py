@@ -20,6 +20,18 @@ from pathlib import Path
 from .settings import ServiceSettings
 
 
+PRIVATE_REDIS_PORT = 6390  # stable, so `REDIS_URL=redis://127.0.0.1:6390/0 deepfake-token ...` works
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,19 +73,68 @@ def start_worker(env: dict[str, str], queues: str = "fetch,analyze", concurrency
                              "-n", f"deepfake-{os.getpid()}@%h"], env=env)
 
 
+def local_token(redis_url: str) -> str | None:
+    """A token named 'local' for this machine, created (and returned) only if none exists."""
+    import redis
+
+    from extension_api.tokens import create
+    from worker import keys
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    if r.exists(keys.token_name_key("local")):
+        return None
+    return create(r, "local")
+
+
+def demo(base: str, token: str, redis_url: str) -> None:
+    """Upload the built-in demo video, wait for its report, print the result and the page."""
+    import requests
+
+    from detector.demo import demo_video
+    from detector.settings import DetectorSettings
+
+    if not token:  # 'local' existed before: make a short-lived one for the demo
+        import redis
+
+        from extension_api.tokens import create
+
+        token = create(redis.Redis.from_url(redis_url, decode_responses=True), "demo")
+    path = demo_video(DetectorSettings().cache_dir / "demo")
+    headers = {"Authorization": f"Bearer {token}"}
+    with open(path, "rb") as f:
+        r = requests.post(f"{base}/v1/checks", headers=headers, files={"file": (path.name, f, "video/mp4")},
+                          timeout=60)
+    r.raise_for_status()
+    job = r.json()
+    print(f"demo:    checking {path.name} as job {job['id']} ...")
+    while job["state"] not in ("done", "failed"):
+        time.sleep(0.5)
+        job = requests.get(f"{base}/v1/checks/{job['id']}", headers=headers, timeout=10).json()
+    if job["state"] == "failed":
+        print(f"demo:    failed: {job['problem']['detail']}")
+        return
+    rep = job["report"]
+    print(f"demo:    {rep['verdict_label']} ({rep['score'] * 100:.1f}%), {len(rep['shots'])} shots")
+    print(f"demo:    report page {job['links']['report_page']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deepfake-serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    p.add_argument("--demo", action="store_true",
+                   help="once up, check the built-in demo video through the API and print its report page")
     a = p.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the clean-up below on SIGTERM too
     procs: list[subprocess.Popen] = []
     env = dict(os.environ)
     settings = ServiceSettings()
     try:
         if not (os.environ.get("REDIS_URL") or os.environ.get("DEEPFAKE_REDIS_URL")):
-            redis_proc, url = start_redis(settings.data_dir / "redis")
+            redis_proc, url = start_redis(settings.data_dir / "redis", PRIVATE_REDIS_PORT
+                                          if port_free(PRIVATE_REDIS_PORT) else None)
             procs.append(redis_proc)
             env["REDIS_URL"] = url
             print(f"redis:   {url} (private, data in {settings.data_dir / 'redis'})")
@@ -86,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         base = env["DEEPFAKE_PUBLIC_URL"]
         print(f"API:     {base}/v1/checks   (token: REDIS_URL={env.get('REDIS_URL')} deepfake-token create NAME)")
         print(f"reports: {base}/r/<job id>      model card: {base}/v1/model-card")
+        token = local_token(env["REDIS_URL"] if "REDIS_URL" in env else settings.redis_url)
+        if token:
+            print(f"token:   {token}   (name 'local'; shown once, stored hashed)")
+        else:
+            print("token:   'local' exists already; `deepfake-token create local` replaces it")
+        if a.demo:
+            demo(base, token or "", env["REDIS_URL"])
         print("Ctrl-C stops everything.")
         while all(pr.poll() is None for pr in procs):
             time.sleep(0.5)

@@ -1,0 +1,55 @@
+"""`deepfake-serve --demo`: the one command that starts the local stack."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from .conftest import ROOT, _free_port
+
+
+def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store, tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEEPFAKE_REDIS_URL")}
+    env.update(DEEPFAKE_CACHE_DIR=str(tmp_path / "cache"), DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root),
+               DEEPFAKE_FRAMES_PER_SHOT_CPU="4", PYTHONUNBUFFERED="1")
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "worker.stack", "--demo", "--port", str(port),
+                             "--concurrency", "1"], env=env, cwd=ROOT, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops everything." not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        out = log.read_text()
+        page = re.search(r"demo:\s+report page (\S+)", out)
+        assert page, out[-3000:]
+        assert re.search(r"demo:\s+(Likely authentic|Uncertain|Likely manipulated) \(\d+\.\d%\), 3 shots", out)
+        token = re.search(r"token:\s+(dfk_\S+)", out).group(1)
+        html = requests.get(page.group(1), timeout=10)
+        assert html.status_code == 200 and "Shots" in html.text
+        assert requests.get(f"http://127.0.0.1:{port}/v1/model-card", timeout=10).status_code == 200
+        r = requests.post(f"http://127.0.0.1:{port}/v1/checks", json={"url": "http://10.9.9.9/x.mp4"},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 422  # the printed token works
+        children = subprocess.run(["pgrep", "-s", str(os.getpgid(proc.pid))], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) >= 4  # serve, redis-server, the worker (+ its pool), the API
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=60)
+        time.sleep(1)
+        left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert left == [], left
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
