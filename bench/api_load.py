@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extension_api.tokens import create  # noqa: E402
-from worker.stack import free_port, start_redis, wait_for_port  # noqa: E402
+from worker.stack import free_port, start_redis, stop_all, wait_for_port  # noqa: E402
 
 DEFAULT_CLIP = ROOT.parent / "shared" / "media" / "devset" / "videos" / "anchor_fake.mp4"
 
@@ -157,13 +157,7 @@ def main() -> None:
         print(f"(median of cache hits {statistics.median(hits):.2f} ms)")
         srv.shutdown()
     finally:
-        for pr in reversed(procs):
-            pr.terminate()
-        for pr in reversed(procs):
-            try:
-                pr.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pr.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import DetectorError
-from .report import Report
+from .report import Report, fmt_clock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,11 +64,6 @@ class _StageProgress:
         self.stage = None
 
 
-def fmt_time(s: float) -> str:
-    m, sec = divmod(s, 60)
-    return f"{int(m)}:{sec:04.1f}"
-
-
 def summary(report: Report) -> str:
     def pct(x):
         return "   -  " if x is None else f"{x * 100:5.1f}%"
@@ -84,7 +79,7 @@ def summary(report: Report) -> str:
     if m.kind == "video":
         lines.append(f"{'shot':>4}  {'start':>7}  {'end':>7}  {'frames':>6}  {'faces':>5}  {'people':>6}  {'score':>6}")
         for s in report.shots:
-            lines.append(f"{s.index + 1:>4}  {fmt_time(s.start_s):>7}  {fmt_time(s.end_s):>7}  "
+            lines.append(f"{s.index + 1:>4}  {fmt_clock(s.start_s):>7}  {fmt_clock(s.end_s):>7}  "
                          f"{s.sampled_frames:>6}  {s.faces_detected:>5}  {len(s.clusters):>6}  {pct(s.score)}")
     else:
         lines.append(f"{'face':>4}  {'box (x1,y1,x2,y2)':<24}  {'score':>6}")

@@ -9,23 +9,7 @@ import math
 
 import numpy as np
 
-from .report import Report, verdict_for, Verdict
-
-COLOURS = {
-    Verdict.likely_authentic: "#2e9e4f",
-    Verdict.uncertain: "#e0a100",
-    Verdict.likely_manipulated: "#d62f2f",
-    Verdict.inconclusive: "#8a8a8a",
-}
-
-
-def score_colour(score: float | None) -> str:
-    return COLOURS[verdict_for(score)]
-
-
-def fmt_time(s: float) -> str:
-    m, sec = divmod(s, 60)
-    return f"{int(m)}:{sec:04.1f}"
+from .report import Report, fmt_clock, score_colour
 
 
 def fmt_score(score: float | None) -> str:
@@ -77,7 +61,7 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
             spine.set_edgecolor(c)
             spine.set_linewidth(9)
         if report.media.kind == "video":
-            title = f"Shot {shot.index + 1}  {fmt_time(shot.start_s)}-{fmt_time(shot.end_s)}\n{fmt_score(shot.score)}"
+            title = f"Shot {shot.index + 1}  {fmt_clock(shot.start_s)}-{fmt_clock(shot.end_s)}\n{fmt_score(shot.score)}"
         else:
             n = len(report.faces)
             title = f"{n} face{'s' if n != 1 else ''} scored" if n else "no face found"

@@ -40,6 +40,25 @@ VERDICT_LABELS = {
 }
 
 
+VERDICT_COLOURS = {
+    Verdict.likely_authentic: "#2e9e4f",
+    Verdict.uncertain: "#e0a100",
+    Verdict.likely_manipulated: "#d62f2f",
+    Verdict.inconclusive: "#8a8a8a",
+}
+
+
+def score_colour(score: float | None) -> str:
+    """The colour every channel uses for a score's band."""
+    return VERDICT_COLOURS[verdict_for(score)]
+
+
+def fmt_clock(seconds: float | None) -> str:
+    """m:ss.s, as shot times are shown everywhere."""
+    m, sec = divmod(seconds or 0.0, 60)
+    return f"{int(m)}:{sec:04.1f}"
+
+
 def verdict_for(score: float | None) -> Verdict:
     if score is None:
         return Verdict.inconclusive

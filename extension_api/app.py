@@ -46,6 +46,9 @@ CELERY = web.AppKey("celery", object)
 METRICS = web.AppKey("metrics", dict)
 ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
 
+REDIS_SOCKET_TIMEOUT_S = 15
+SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events
+SSE_KEEPALIVE_MS = 15_000  # a comment line this often keeps proxies from closing an idle stream
 EXTENSION_ORIGIN = re.compile(r"^(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+$")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -249,13 +252,19 @@ async def check_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+    await resp.write(b"retry: 2000\n\n")  # EventSource reconnects after 2 s, resuming from Last-Event-ID
+    idle = 0
     try:
         while True:
-            got = await r.xread({stream: last}, block=10_000, count=100)
+            # BLOCK stays well under the client's socket timeout (REDIS_SOCKET_TIMEOUT_S).
+            got = await r.xread({stream: last}, block=SSE_BLOCK_MS, count=100)
             if not got:
-                await resp.write(b": keep-alive\n\n")
-                if not await r.exists(stream):
-                    break
+                idle += 1
+                if idle * SSE_BLOCK_MS >= SSE_KEEPALIVE_MS:
+                    idle = 0
+                    await resp.write(b": keep-alive\n\n")
+                    if not await r.exists(stream):
+                        break
                 continue
             for _, entries in got:
                 for ev_id, fields in entries:
@@ -272,6 +281,10 @@ async def check_events(request: web.Request) -> web.StreamResponse:
                         return resp
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    except aioredis.RedisError as e:
+        # Headers are sent: no problem document can follow. End the stream; the client
+        # reconnects with Last-Event-ID and misses nothing.
+        log.warning("event stream of %s ended early: %r", rec["id"], e)
     return resp
 
 
@@ -319,7 +332,8 @@ async def metrics(request: web.Request) -> web.Response:
 # -- the app -------------------------------------------------------------------------------
 
 async def _redis_ctx(app: web.Application):
-    r = aioredis.Redis.from_url(app[SETTINGS].redis_url, decode_responses=True)
+    r = aioredis.Redis.from_url(app[SETTINGS].redis_url, decode_responses=True,
+                                socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5)
     app[REDIS] = r
     app[STORE] = ApiStore(app[SETTINGS], r)
     yield

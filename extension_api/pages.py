@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from html import escape
 
-from detector.report import AUTHENTIC_BELOW, MANIPULATED_FROM
+from detector.report import VERDICT_COLOURS, Verdict, fmt_clock, score_colour
 
 # Warnings for the service's operators, not for the reader: shown in small print.
 OPERATOR_WARNINGS = {"members_not_scored"}
 
-COLOURS = {"likely_authentic": "#2e9e4f", "uncertain": "#e0a100", "likely_manipulated": "#d62f2f",
-           "inconclusive": "#8a8a8a"}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:0 auto;padding:16px;
@@ -25,21 +23,8 @@ a{color:#0b63c5}
 """
 
 
-def _colour(score) -> str:
-    if score is None:
-        return COLOURS["inconclusive"]
-    if score < AUTHENTIC_BELOW:
-        return COLOURS["likely_authentic"]
-    return COLOURS["likely_manipulated"] if score >= MANIPULATED_FROM else COLOURS["uncertain"]
-
-
 def _pct(score) -> str:
     return "no score" if score is None else f"{score * 100:.0f}%"
-
-
-def _time(s: float) -> str:
-    m, sec = divmod(s or 0.0, 60)
-    return f"{int(m)}:{sec:04.1f}"
 
 
 def page(title: str, body: str, refresh: int | None = None) -> str:
@@ -63,7 +48,7 @@ def report_page(view: dict, model_card_url: str) -> str:
                 f"<p>{escape(prob.get('detail', ''))}</p>")
         return page("Deepfake check failed", body)
     r = view["report"]
-    colour = COLOURS.get(r["verdict"], COLOURS["inconclusive"])
+    colour = VERDICT_COLOURS[Verdict(r["verdict"])]
     src = r["source"]
     media = r["media"]
     what = (f"video, {media['width']}×{media['height']}, {media.get('duration_s') or 0:.1f} s"
@@ -87,11 +72,11 @@ def report_page(view: dict, model_card_url: str) -> str:
     for s in r["shots"]:
         faces = "".join(
             f'<img alt="face, {escape(_pct(c["score"]))}" title="{c["face_count"]} faces, {escape(_pct(c["score"]))}"'
-            f' style="border-color:{_colour(c["score"])}" src="data:image/jpeg;base64,{c["thumbnail_jpeg_b64"]}">'
+            f' style="border-color:{score_colour(c["score"])}" src="data:image/jpeg;base64,{c["thumbnail_jpeg_b64"]}">'
             for c in s["clusters"] if c.get("thumbnail_jpeg_b64"))
-        times = f"{_time(s['start_s'])}–{_time(s['end_s'])}" if media["kind"] == "video" else "image"
+        times = f"{fmt_clock(s['start_s'])}–{fmt_clock(s['end_s'])}" if media["kind"] == "video" else "image"
         rows.append(f"<tr><td>{s['index'] + 1}</td><td>{escape(times)}</td><td>{s['faces_detected']}</td>"
-                    f'<td><span class="pill" style="background:{_colour(s["score"])}">{escape(_pct(s["score"]))}'
+                    f'<td><span class="pill" style="background:{score_colour(s["score"])}">{escape(_pct(s["score"]))}'
                     f'</span></td><td class="faces">{faces}</td></tr>')
     parts.append("<h2>Shots</h2><table><tr><th>#</th><th>time</th><th>faces</th><th>score</th>"
                  f"<th>people (scored faces)</th></tr>{''.join(rows)}</table>")

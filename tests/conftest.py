@@ -49,6 +49,7 @@ class LoopbackServer:
 
     def __init__(self):
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.delays: dict[str, float] = {}  # seconds to wait before answering a path
         self.requests: list[str] = []
         server = self
 
@@ -57,6 +58,10 @@ class LoopbackServer:
                 path = self.path.split("?", 1)[0]
                 server.requests.append(path)
                 status, headers, body = server.routes.get(path, (404, {"Content-Type": "text/plain"}, b"nope"))
+                if path in server.delays:
+                    import time
+
+                    time.sleep(server.delays[path])
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -170,13 +175,9 @@ def service(mesonet_store, tmp_path_factory):
         _wait_for(lambda: " ready." in worker_log.read_text(), "the Celery worker", proc=worker, log=worker_log)
         yield Service(base, redis_url, env, tmp / "data", worker_log, worker.pid)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        from worker.stack import stop_all
+
+        stop_all(procs)
 
 
 def _ping(r) -> bool:

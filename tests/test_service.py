@@ -132,6 +132,19 @@ def test_fresh_run_and_shared_concurrent_requests(service, media, first_job):
     assert fresh["report"]["created_at"] != wait_done(service, token, job["id"])["report"]["created_at"]
 
 
+def test_event_stream_survives_a_long_quiet_stage(service, media):
+    """No event for longer than Redis's default 5 s socket timeout: the stream must hold."""
+    token = service.token("patient-reader")
+    media.routes["/slow/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                      shared("media", "devset", "videos", "film_real.mp4").read_bytes())
+    media.delays["/slow/film.mp4"] = 7.0
+    job_id = submit(service, token, media.url("/slow/film.mp4")).json()["id"]
+    events = sse(service, token, job_id)
+    assert events[-1][0] == "done" and events[-1][1]["state"] == "done"
+    stamps = [float(e["ts"]) for _, e in events]
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) > 6.0  # the quiet gap really happened
+
+
 def test_bad_input_fails_the_job_with_a_sentence_and_the_worker_survives(service, media):
     token = service.token("bad-input")
     dead = submit(service, token, media.url("/gone.mp4"))

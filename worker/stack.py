@@ -67,6 +67,18 @@ def wait_for_port(host: str, port: int, proc: subprocess.Popen | None = None, wh
     raise SystemExit(f"{what} did not start listening on {host}:{port}")
 
 
+def stop_all(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM each process (last started first), then wait; kill what does not stop."""
+    for pr in reversed(procs):
+        if pr.poll() is None:
+            pr.send_signal(signal.SIGTERM)
+    for pr in reversed(procs):
+        try:
+            pr.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pr.kill()
+
+
 def start_worker(env: dict[str, str], queues: str = "fetch,analyze", concurrency: int = 2) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
                              "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO",
@@ -161,14 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for pr in reversed(procs):
-            if pr.poll() is None:
-                pr.send_signal(signal.SIGTERM)
-        for pr in reversed(procs):
-            try:
-                pr.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pr.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
