@@ -50,6 +50,7 @@ class LoopbackServer:
     def __init__(self):
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.delays: dict[str, float] = {}  # seconds to wait before answering a path
+        self.sequences: dict[str, list] = {}  # answers given once each, in order, before the route's
         self.requests: list[str] = []
         server = self
 
@@ -58,6 +59,8 @@ class LoopbackServer:
                 path = self.path.split("?", 1)[0]
                 server.requests.append(path)
                 status, headers, body = server.routes.get(path, (404, {"Content-Type": "text/plain"}, b"nope"))
+                if server.sequences.get(path):
+                    status, headers, body = server.sequences[path].pop(0)
                 if path in server.delays:
                     import time
 

@@ -145,6 +145,20 @@ def test_event_stream_survives_a_long_quiet_stage(service, media):
     assert max(b - a for a, b in zip(stamps, stamps[1:])) > 6.0  # the quiet gap really happened
 
 
+def test_transient_errors_are_retried(service, media):
+    token = service.token("retry")
+    busy = (503, {"Content-Type": "text/plain"}, b"busy")
+    media.routes["/flaky/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                       shared("media", "devset", "videos", "ffpp_003_000_fake.mp4").read_bytes())
+    media.sequences["/flaky/film.mp4"] = [busy, busy]
+    job_id = submit(service, token, media.url("/flaky/film.mp4")).json()["id"]
+    view = wait_done(service, token, job_id)
+    assert view["state"] == "done", view.get("problem")
+    assert media.requests.count("/flaky/film.mp4") == 3  # two 503s, then the file
+    events = [e for _, e in sse(service, token, job_id)]
+    assert sum("Trying again" in e["message"] for e in events) == 2
+
+
 def test_bad_input_fails_the_job_with_a_sentence_and_the_worker_survives(service, media):
     token = service.token("bad-input")
     dead = submit(service, token, media.url("/gone.mp4"))
@@ -152,6 +166,8 @@ def test_bad_input_fails_the_job_with_a_sentence_and_the_worker_survives(service
     view = wait_done(service, token, dead.json()["id"])
     assert view["state"] == "failed" and view["problem"]["code"] == "not-found"
     assert "404" in view["problem"]["detail"]
+    page = requests.get(view["links"]["report_page"], timeout=10)
+    assert page.status_code == 200 and "could not be completed" in page.text and "404" in page.text
     junk = requests.post(service.base + "/v1/checks", headers=auth(token),
                          files={"file": ("clip.mp4", b"\x00\x01junk" * 500, "video/mp4")}, timeout=30)
     assert junk.status_code == 202
