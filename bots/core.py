@@ -1,0 +1,244 @@
+"""Platform-neutral bot logic: find links, talk to the service, turn a job into a reply.
+
+Adapters (Telegram, Slack) stay thin: they parse the platform's message, call
+:class:`ServiceClient`, follow the job's events and render a :class:`Reply`.
+No analysis happens here: the bots only read the service's Report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from detector.report import fmt_clock
+
+URL_RE = re.compile(r"https?://[^\s<>\"'`|]+", re.IGNORECASE)
+TRAILING = ".,;:!?)]}>\u00bb\u201d\u2019"
+
+
+def find_links(text: str | None, extra: list[str] | None = None) -> list[str]:
+    """http(s) links in a message text plus links the platform gives separately
+    (entities, previews), in order, without duplicates."""
+    found = []
+    for m in URL_RE.finditer(text or ""):
+        url = m.group(0).rstrip(TRAILING)
+        if url.count("(") < url.count(")"):
+            url = url[: url.rfind(")")]
+        found.append(url)
+    for u in extra or []:
+        if u and u.lower().startswith(("http://", "https://")):
+            found.append(u)
+    return list(dict.fromkeys(found))
+
+
+# -- what users read ----------------------------------------------------------------------
+
+STAGE_TEXT = {
+    "queued": "Waiting in the queue…",
+    "downloading": "Downloading the medium…",
+    "probing": "Opening the file…",
+    "segmenting": "Splitting the video into shots…",
+    "detecting_faces": "Looking for faces…",
+    "clustering": "Grouping faces by person…",
+    "scoring": "Scoring the faces…",
+    "rendering": "Drawing the gallery…",
+}
+
+FRIENDLY = {
+    "unsupported-url": "I can only check public http(s) links to videos and images.",
+    "private-address": "That link points to a private or local network address, so I can't open it.",
+    "not-found": "I couldn't find anything at that link. Is it public, and is it still online?",
+    "unreachable": "I couldn't reach that link right now. Please try again in a few minutes.",
+    "too-large": "That file is too large for me to check.",
+    "too-long": "That video is too long for me to check; please send a shorter clip.",
+    "not-a-medium": "I found no video or image at that link.",
+    "corrupt-media": "I couldn't open that file; it seems to be damaged or in a format I can't read.",
+    "no-trained-weights": "The checking service isn't ready yet (its detectors are not installed).",
+    "rate-limited": "You're sending checks faster than I can take them; please wait a minute.",
+    "timeout": "The check took too long; a shorter clip may work.",
+    "service-down": "The checking service is not answering right now. Please try again later.",
+}
+NO_LINK = ("Send me a link to a video or image (or the file itself), and I'll estimate how likely "
+           "it is that the faces in it were manipulated.")
+NO_FACE = ("I couldn't find a face to analyse, so I can't say whether this is a deepfake. "
+           "That says nothing about whether it is authentic.")
+BAND_ICON = {"likely_authentic": "🟢", "uncertain": "🟡", "likely_manipulated": "🔴", "inconclusive": "⚪"}
+
+
+def problem_code(problem: dict | None) -> str:
+    """The code of a failed job's problem, or of an API problem+json (the end of its type URI)."""
+    problem = problem or {}
+    return problem.get("code") or str(problem.get("type", "")).rsplit("/", 1)[-1]
+
+
+def friendly(problem: dict | None) -> str:
+    return FRIENDLY.get(problem_code(problem), (problem or {}).get("detail") or "The check failed.")
+
+
+def stage_text(event: dict) -> str:
+    text = STAGE_TEXT.get(event.get("stage", ""), event.get("message") or "Working…")
+    counts = event.get("counts") or {}
+    if isinstance(counts, str):
+        counts = json.loads(counts)
+    bits = []
+    if counts.get("shots"):
+        bits.append(f"{counts['shots']} shot{'s' if counts['shots'] != 1 else ''}")
+    if counts.get("faces"):
+        bits.append(f"{counts['faces']} face{'s' if counts['faces'] != 1 else ''}")
+    return text + (f" ({', '.join(bits)})" if bits else "")
+
+
+@dataclass
+class Reply:
+    """A finished check, as every channel shows it."""
+
+    ok: bool
+    headline: str  # "🔴 Likely manipulated: 87% probability of manipulation" or the failure sentence
+    verdict: str = "inconclusive"
+    score: float | None = None
+    shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%"
+    warnings: list[str] = field(default_factory=list)
+    report_url: str | None = None
+    gallery_url: str | None = None
+    seen_before: bool = False
+    title: str | None = None
+
+
+def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
+    links = view.get("links", {})
+    if view.get("state") == "failed":
+        return Reply(ok=False, headline=friendly(view.get("problem")), report_url=links.get("report_page"))
+    r = view["report"]
+    if r["score"] is None:
+        headline = f"{BAND_ICON['inconclusive']} {NO_FACE}"
+    else:
+        headline = (f"{BAND_ICON.get(r['verdict'], '')} {r['verdict_label']}: "
+                    f"{r['score'] * 100:.0f}% probability that the faces were manipulated")
+    shots = []
+    for s in r["shots"]:
+        score = "no face" if s["score"] is None else f"{s['score'] * 100:.0f}%"
+        where = (f"Shot {s['index'] + 1} ({fmt_clock(s['start_s'])}–{fmt_clock(s['end_s'])})"
+                 if r["media"]["kind"] == "video" else "Image")
+        shots.append(f"{where}: {score}")
+    warnings = [w["message"] for w in r.get("warnings", [])
+                if w["code"] not in ("members_not_scored", "no_faces")]
+    return Reply(ok=True, headline=headline, verdict=r["verdict"], score=r["score"], shots=shots,
+                 warnings=warnings, report_url=links.get("report_page"), gallery_url=links.get("gallery"),
+                 seen_before=bool(view.get("seen_before")), title=r["source"].get("title"))
+
+
+# -- the service -------------------------------------------------------------------------
+
+class ServiceError(Exception):
+    def __init__(self, problem: dict):
+        super().__init__(problem.get("detail") or problem.get("title"))
+        self.problem = problem
+
+
+class ServiceClient:
+    """The bots' client of the API (`/v1/checks`), one aiohttp session per bot."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0):
+        self.base = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self.headers, timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _json(self, resp: aiohttp.ClientResponse) -> dict:
+        body = await resp.json(content_type=None)
+        if resp.status >= 400:
+            raise ServiceError(body if isinstance(body, dict) else {"detail": str(body)})
+        return body
+
+    async def submit_url(self, url: str) -> dict:
+        try:
+            async with self.session.post(f"{self.base}/v1/checks", json={"url": url}) as r:
+                return await self._json(r)
+        except aiohttp.ClientError as e:
+            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+
+    async def submit_file(self, data: bytes, filename: str) -> dict:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=filename, content_type="application/octet-stream")
+        try:
+            async with self.session.post(f"{self.base}/v1/checks", data=form) as r:
+                return await self._json(r)
+        except aiohttp.ClientError as e:
+            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+
+    async def view(self, job_id: str) -> dict:
+        async with self.session.get(f"{self.base}/v1/checks/{job_id}") as r:
+            return await self._json(r)
+
+    async def gallery(self, url: str) -> bytes | None:
+        async with self.session.get(url) as r:
+            return await r.read() if r.status == 200 else None
+
+    async def events(self, job_id: str, max_wait_s: float = 1800) -> AsyncIterator[dict]:
+        """The job's progress events, ending with the terminal one; reconnects from the
+        last event id when the stream breaks."""
+        last = None
+        deadline = time.monotonic() + max_wait_s
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+        while time.monotonic() < deadline:
+            headers = {"Last-Event-ID": last} if last else {}
+            try:
+                async with self.session.get(f"{self.base}/v1/checks/{job_id}/events", headers=headers,
+                                            timeout=timeout) as r:
+                    if r.status >= 400:
+                        raise ServiceError(await r.json(content_type=None))
+                    data, ev_id = None, None
+                    async for raw in r.content:
+                        line = raw.decode("utf-8").rstrip("\r\n")
+                        if line.startswith("id: "):
+                            ev_id = line[4:]
+                        elif line.startswith("data: "):
+                            data = json.loads(line[6:])
+                        elif line == "" and data is not None:
+                            last = ev_id or last
+                            yield data
+                            if data.get("state") in ("done", "failed"):
+                                return
+                            data = None
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(1.0)
+        raise ServiceError({"code": "timeout", "detail": "The check did not finish in time."})
+
+
+class RateLimiter:
+    """Per-user sliding window, in the bot process: ``limit`` checks per ``window_s``."""
+
+    def __init__(self, limit: int = 5, window_s: float = 600.0):
+        self.limit, self.window = limit, window_s
+        self.hits: dict[str, deque] = defaultdict(deque)
+
+    def allow(self, user: str) -> bool:
+        now = time.monotonic()
+        q = self.hits[user]
+        while q and now - q[0] > self.window:
+            q.popleft()
+        if len(q) >= self.limit:
+            return False
+        q.append(now)
+        return True
+
+
+RATE_LIMITED = "You've asked for several checks in a short time; please wait a few minutes and try again."

@@ -1,0 +1,43 @@
+"""Typed settings of the bots, from the environment (names as documented in the README)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str):
+    return AliasChoices(*names)
+
+
+class BotSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # The service the bots talk to
+    api_url: str = Field("http://127.0.0.1:8080", validation_alias=_env("DEEPFAKE_API_URL"))
+    api_token: str = Field("", validation_alias=_env("DEEPFAKE_API_TOKEN"))
+    user_rate_limit: int = Field(5, validation_alias=_env("DEEPFAKE_BOT_USER_RATE_LIMIT"))
+    user_rate_window_s: float = Field(600.0, validation_alias=_env("DEEPFAKE_BOT_USER_RATE_WINDOW_S"))
+
+    # Telegram
+    telegram_bot_token: str = Field("", validation_alias=_env("TELEGRAM_BOT_TOKEN"))
+    telegram_base_url: str = Field("", validation_alias=_env("TELEGRAM_BASE_URL"))  # "" = the public Bot API
+    # A local Bot API server (telegram-bot-api --local) hands out files of any size by path.
+    telegram_local_mode: bool = Field(False, validation_alias=_env("TELEGRAM_LOCAL_MODE"))
+    telegram_webhook_secret: str = Field("", validation_alias=_env("TELEGRAM_WEBHOOK_SECRET"))
+    telegram_webhook_url: str = Field("", validation_alias=_env("TELEGRAM_WEBHOOK_URL"))  # "" = polling
+    telegram_listen: str = Field("127.0.0.1", validation_alias=_env("TELEGRAM_LISTEN"))
+    telegram_port: int = Field(8443, validation_alias=_env("TELEGRAM_PORT"))
+
+    # Slack
+    slack_bot_token: str = Field("", validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: str = Field("", validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_app_token: str = Field("", validation_alias=_env("SLACK_APP_TOKEN"))  # Socket Mode when set
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
+    slack_listen: str = Field("127.0.0.1", validation_alias=_env("SLACK_LISTEN"))
+    slack_port: int = Field(3000, validation_alias=_env("SLACK_PORT"))
+
+
+    @property
+    def model_card_url(self) -> str:
+        return self.api_url.rstrip("/") + "/v1/model-card"

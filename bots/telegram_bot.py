@@ -1,0 +1,238 @@
+"""The Telegram bot (python-telegram-bot v22, async ``Application``).
+
+Private chats: any message with a link, or an attached video, photo, animation or
+document (forwarded posts too), starts a check. Groups: only ``/check`` (also as a reply
+to a message with a link or media) or a mention of the bot. The bot answers the message
+that holds the medium: one status message edited as the job moves, then the result text
+and the gallery photo with "Full report" and "Model card" buttons.
+
+    deepfake-telegram            # polling (development) or webhook (TELEGRAM_WEBHOOK_URL set)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+
+from telegram import (InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters,
+                      Update)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
+
+from detector.modelcard import model_card
+
+from .core import (NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly,
+                   reply_from_view, stage_text)
+from .settings import BotSettings
+
+log = logging.getLogger(__name__)
+
+BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the public Bot API's getFile limit
+HELP = ("Send me a link to a video or an image, or the file itself (forwarded posts work too), and I'll "
+        "estimate how likely it is that the faces in it were manipulated, shot by shot.\n\n"
+        "In groups, reply to a message with /check, or mention me with a link.\n"
+        "/about tells what the detectors can and cannot do.")
+
+
+def render_html(reply: Reply) -> str:
+    """The result as Telegram HTML; every piece of text is escaped."""
+    lines = [f"<b>{html.escape(reply.headline)}</b>"]
+    if reply.seen_before:
+        lines.append("<i>Checked before; this is the stored result.</i>")
+    if reply.shots:
+        lines.append("")
+        lines += [html.escape(s) for s in reply.shots]
+    for w in reply.warnings:
+        lines.append(f"⚠️ {html.escape(w)}")
+    if reply.report_url:
+        lines.append(f'\n<a href="{html.escape(reply.report_url, quote=True)}">Full report</a>')
+    return "\n".join(lines)
+
+
+def _media(msg: Message):
+    """The medium attached to a message, largest photo size first."""
+    if msg.video:
+        return msg.video, "video.mp4"
+    if msg.animation:
+        return msg.animation, msg.animation.file_name or "animation.mp4"
+    if msg.video_note:
+        return msg.video_note, "video_note.mp4"
+    if msg.photo:
+        return msg.photo[-1], "photo.jpg"
+    if msg.document:
+        return msg.document, msg.document.file_name or "document"
+    return None, None
+
+
+def _links(msg: Message) -> list[str]:
+    extra = [e.url for e in (msg.entities or ()) + (msg.caption_entities or ())
+             if e.type == MessageEntity.TEXT_LINK and e.url]
+    preview = getattr(msg, "link_preview_options", None)
+    if preview is not None and preview.url:
+        extra.append(preview.url)
+    return find_links(msg.text or msg.caption, extra)
+
+
+class TelegramCheckBot:
+    def __init__(self, settings: BotSettings, client: ServiceClient):
+        self.settings = settings
+        self.client = client
+        self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
+        self.tasks: set[asyncio.Task] = set()
+
+    # -- commands ---------------------------------------------------------------------------
+    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.effective_message.reply_text(HELP)
+
+    async def about(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        card = model_card()
+        trained = [m["name"] for m in card["members"] if m["trained"]]
+        text = (f"<b>About these checks</b>\n{html.escape(card['intended_use'])}\n\n"
+                + "\n".join(f"• {html.escape(c)}" for c in card["caveats"])
+                + f"\n\nDetectors in use: {html.escape(', '.join(trained))}."
+                + f'\n<a href="{html.escape(self.settings.model_card_url, quote=True)}">Model card</a>')
+        await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
+
+    async def check_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.effective_message
+        target = msg.reply_to_message if msg.reply_to_message and not (_links(msg) or _media(msg)[0]) else msg
+        await self.check(update, context, target, explicit=True)
+
+    async def private_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.check(update, context, update.effective_message, explicit=True)
+
+    async def group_mention(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.effective_message
+        if f"@{context.bot.username}".lower() not in (msg.text or msg.caption or "").lower():
+            return  # a mention of someone else
+        target = msg.reply_to_message if msg.reply_to_message and not (_links(msg) or _media(msg)[0]) else msg
+        await self.check(update, context, target, explicit=True)
+
+    # -- a check ----------------------------------------------------------------------------
+    async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE, target: Message,
+                    explicit: bool) -> None:
+        links = _links(target)
+        media, filename = _media(target)
+        if not links and media is None:
+            if explicit:
+                await self._say(target, NO_LINK)
+            return
+        if not self.limiter.allow(str(update.effective_user.id if update.effective_user else target.chat_id)):
+            await self._say(target, RATE_LIMITED)
+            return
+        if media is not None and not self.settings.telegram_local_mode \
+                and (media.file_size or 0) > BOT_API_DOWNLOAD_LIMIT:
+            await self._say(target, "That file is larger than the 20 MB that Telegram lets bots download. "
+                            "Send a link to it instead, or a shorter clip.")
+            return
+        status = await self._say(target, "Checking…")
+        task = asyncio.create_task(self._run(context, target, status, links[0] if links else None,
+                                             media, filename))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _say(self, target: Message, text: str, html_mode: bool = False) -> Message:
+        return await target.get_bot().send_message(
+            chat_id=target.chat_id, text=text, parse_mode=ParseMode.HTML if html_mode else None,
+            reply_parameters=ReplyParameters(message_id=target.message_id, allow_sending_without_reply=True),
+            message_thread_id=target.message_thread_id if target.is_topic_message else None,
+            disable_web_page_preview=True)
+
+    async def _run(self, context, target: Message, status: Message, url: str | None, media, filename) -> None:
+        bot = context.bot
+        thread = target.message_thread_id if target.is_topic_message else None
+
+        async def edit(text: str, html_mode: bool = False) -> None:
+            try:
+                await bot.edit_message_text(text, chat_id=status.chat_id, message_id=status.message_id,
+                                            parse_mode=ParseMode.HTML if html_mode else None,
+                                            disable_web_page_preview=True)
+            except BadRequest as e:  # "message is not modified" and the like
+                log.debug("edit skipped: %s", e)
+
+        try:
+            if url:
+                view = await self.client.submit_url(url)
+            else:
+                tg_file = await bot.get_file(media.file_id)
+                data = bytes(await tg_file.download_as_bytearray())
+                view = await self.client.submit_file(data, filename)
+            if view["state"] not in ("done", "failed"):
+                last_text, last_action = None, 0.0
+                async for ev in self.client.events(view["id"]):
+                    if ev.get("state") in ("done", "failed"):
+                        break
+                    text = stage_text(ev)
+                    if ev.get("stage") != (last_text or ("", ""))[0]:
+                        await edit(text)
+                        last_text = (ev.get("stage"), text)
+                    if time.monotonic() - last_action > 4.0:
+                        last_action = time.monotonic()
+                        await bot.send_chat_action(target.chat_id, ChatAction.TYPING, message_thread_id=thread)
+                view = await self.client.view(view["id"])
+            reply = reply_from_view(view)
+            await edit(render_html(reply), html_mode=True)
+            if reply.ok and reply.gallery_url:
+                await bot.send_chat_action(target.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
+                png = await self.client.gallery(reply.gallery_url)
+                if png:
+                    buttons = [InlineKeyboardButton("Full report", url=reply.report_url),
+                               InlineKeyboardButton("Model card", url=self.settings.model_card_url)]
+                    await bot.send_photo(
+                        target.chat_id, photo=png, caption=reply.headline[:1000],
+                        reply_parameters=ReplyParameters(message_id=target.message_id,
+                                                         allow_sending_without_reply=True),
+                        message_thread_id=thread, reply_markup=InlineKeyboardMarkup([buttons]))
+        except ServiceError as e:
+            await edit(friendly(e.problem))
+        except TelegramError as e:
+            log.warning("telegram error during a check: %s", e)
+            await edit("Telegram would not give me that file; please send a link instead.")
+        except Exception:
+            log.exception("check failed")
+            await edit("Something went wrong on my side; please try again later.")
+
+
+def build_application(settings: BotSettings, client: ServiceClient) -> tuple[Application, TelegramCheckBot]:
+    builder = ApplicationBuilder().token(settings.telegram_bot_token).concurrent_updates(True)
+    if settings.telegram_base_url:
+        base = settings.telegram_base_url.rstrip("/")
+        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+        builder = builder.local_mode(settings.telegram_local_mode)
+    app = builder.build()
+    bot = TelegramCheckBot(settings, client)
+    app.add_handler(CommandHandler(["start", "help"], bot.start))
+    app.add_handler(CommandHandler("about", bot.about))
+    app.add_handler(CommandHandler("check", bot.check_command))
+    private = filters.ChatType.PRIVATE & ~filters.COMMAND
+    app.add_handler(MessageHandler(private & (filters.TEXT | filters.CAPTION | filters.PHOTO | filters.VIDEO
+                                              | filters.ANIMATION | filters.Document.ALL | filters.VIDEO_NOTE),
+                                   bot.private_message))
+    app.add_handler(MessageHandler(filters.ChatType.GROUPS & (filters.Entity(MessageEntity.MENTION)
+                                                              | filters.CaptionEntity(MessageEntity.MENTION)),
+                                   bot.group_mention))
+    return app, bot
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    s = BotSettings()
+    if not s.telegram_bot_token:
+        raise SystemExit("TELEGRAM_BOT_TOKEN is not set")
+    if not s.api_token:
+        raise SystemExit("DEEPFAKE_API_TOKEN is not set (create one with `deepfake-token create telegram`)")
+    app, _ = build_application(s, ServiceClient(s.api_url, s.api_token))
+    if s.telegram_webhook_url:
+        app.run_webhook(listen=s.telegram_listen, port=s.telegram_port, url_path="telegram",
+                        secret_token=s.telegram_webhook_secret or None,
+                        webhook_url=s.telegram_webhook_url.rstrip("/") + "/telegram")
+    else:
+        app.run_polling(allowed_updates=Update.ALL_TYPES)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The Telegram bot: the real python-telegram-bot Application against a fake Bot API on
+127.0.0.1, with the real service (redis-server, Celery worker, API) behind it."""
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from bots.core import NO_LINK, RATE_LIMITED, ServiceClient
+from bots.settings import BotSettings
+from bots.telegram_bot import build_application
+
+from .conftest import LoopbackServer, _free_port, shared
+from .fake_telegram import FakeTelegram
+
+TOKEN = "123456:TEST-token"
+
+
+@pytest.fixture
+def media_server():
+    srv = LoopbackServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+async def tg(service):
+    fake = FakeTelegram(TOKEN)
+    await fake.start()
+    settings = BotSettings(telegram_bot_token=TOKEN, telegram_base_url=fake.url, api_url=service.base,
+                           api_token=service.token("telegram-bot"), user_rate_limit=3)
+    client = ServiceClient(settings.api_url, settings.api_token)
+    app, bot = build_application(settings, client)
+    await app.initialize()
+    await app.start()
+    await app.updater.start_polling(poll_interval=0.0, timeout=1)
+    yield fake
+    await app.updater.stop()
+    if bot.tasks:
+        await asyncio.wait(bot.tasks, timeout=60)
+    await app.stop()
+    await app.shutdown()
+    await client.close()
+    await fake.stop()
+
+
+def replies_to(fake, method, message_id):
+    return [p for p in fake.calls_of(method) if (p.get("reply_parameters") or {}).get("message_id") == message_id]
+
+
+async def test_private_link_gets_status_edits_result_and_gallery(tg, media_server):
+    media_server.routes["/news/anchor.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                               shared("media", "devset", "videos", "anchor_fake.mp4").read_bytes())
+    msg = tg.push(tg.message(f"is this real? {media_server.url('/news/anchor.mp4')}"))
+    photo = await tg.wait_for(lambda m, p: m == "sendPhoto")
+    status = replies_to(tg, "sendMessage", msg["message_id"])
+    assert status and status[0]["text"] == "Checking…"
+    edits = [p["text"] for p in tg.calls_of("editMessageText")]
+    assert any("Downloading" in t for t in edits) and any("Looking for faces" in t for t in edits)
+    assert any("Scoring" in t for t in edits)
+    final = tg.calls_of("editMessageText")[-1]
+    assert final["parse_mode"] == "HTML" and "% probability" in final["text"]
+    assert "Shot 1 (0:00.0–0:12.1)" in final["text"] and "Full report</a>" in final["text"]
+    assert photo["reply_parameters"]["message_id"] == msg["message_id"]
+    assert photo["photo"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
+    buttons = photo["reply_markup"]["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["Full report", "Model card"]
+    assert buttons[0]["url"].startswith("http://127.0.0.1") and "/r/" in buttons[0]["url"]
+    assert any(p["action"] == "upload_photo" for p in tg.calls_of("sendChatAction"))
+
+
+async def test_groups_only_answer_when_addressed(tg, media_server):
+    media_server.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                        shared("media", "devset", "videos", "film_fake.mp4").read_bytes())
+    link = media_server.url("/film.mp4")
+    chatter = tg.push(tg.message(f"look {link}", chat_type="supergroup", chat_id=-100))
+    await asyncio.sleep(3)
+    assert not replies_to(tg, "sendMessage", chatter["message_id"])  # not addressed: ignored
+    cmd = tg.push(tg.message("/check", chat_type="supergroup", chat_id=-100, reply_to_message=chatter))
+    await tg.wait_for(lambda m, p: m == "sendPhoto" and p["reply_parameters"]["message_id"] == chatter["message_id"])
+    assert replies_to(tg, "sendMessage", chatter["message_id"])  # answered in reply to the linked message
+    assert not replies_to(tg, "sendMessage", cmd["message_id"])
+    mention = tg.push(tg.message(f"@deepcheck_bot {link}", chat_type="supergroup", chat_id=-100,
+                                 message_thread_id=7, is_topic_message=True))
+    photo = await tg.wait_for(lambda m, p: m == "sendPhoto"
+                              and p["reply_parameters"]["message_id"] == mention["message_id"])
+    assert int(photo["message_thread_id"]) == 7  # the forum topic is kept
+
+
+async def test_user_errors_get_their_sentence(tg):
+    hello = tg.push(tg.message("hello there"))
+    got = await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == hello["message_id"])
+    assert got["text"] == NO_LINK
+    private = tg.push(tg.message("http://10.0.0.7/secret.mp4"))
+    await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == private["message_id"])
+    edit = await tg.wait_for(lambda m, p: m == "editMessageText" and "private" in p["text"])
+    assert "private or local network address" in edit["text"]
+    big = tg.push(tg.message(None, video={"file_id": "huge", "file_unique_id": "h", "width": 1, "height": 1,
+                                          "duration": 600, "file_size": 50 * 2**20}))
+    got = await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == big["message_id"])
+    assert "20 MB" in got["text"] and not tg.calls_of("getFile")
+
+
+async def test_attached_video_is_downloaded_and_checked(tg):
+    clip = shared("media", "devset", "face_clips", "real_aayrffkzxn.mp4_0_0.mp4").read_bytes()
+    tg.files["vid1"] = clip
+    msg = tg.push(tg.message(None, video={"file_id": "vid1", "file_unique_id": "v1", "width": 300, "height": 300,
+                                          "duration": 10, "file_size": len(clip)},
+                             forward_origin={"type": "hidden_user", "date": 1, "sender_user_name": "Someone"}))
+    photo = await tg.wait_for(lambda m, p: m == "sendPhoto" and p["reply_parameters"]["message_id"] == msg["message_id"])
+    assert photo["photo"]["size"] > 1000
+    assert tg.calls_of("getFile")[0]["file_id"] == "vid1"
+
+
+async def test_per_user_rate_limit(tg):
+    msgs = [tg.push(tg.message("http://10.0.0.8/x.mp4", user_id=99)) for _ in range(4)]
+    last = msgs[-1]["message_id"]
+    got = await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == last)
+    assert got["text"] == RATE_LIMITED
+
+
+async def test_webhook_checks_the_secret(service):
+    fake = FakeTelegram(TOKEN)
+    await fake.start()
+    settings = BotSettings(telegram_bot_token=TOKEN, telegram_base_url=fake.url, api_url=service.base,
+                           api_token=service.token("telegram-hook"))
+    client = ServiceClient(settings.api_url, settings.api_token)
+    app, _ = build_application(settings, client)
+    port = _free_port()
+    await app.initialize()
+    await app.start()
+    await app.updater.start_webhook(listen="127.0.0.1", port=port, url_path="telegram", secret_token="s3cret",
+                                    webhook_url=f"http://127.0.0.1:{port}/telegram")
+    try:
+        hook = fake.calls_of("setWebhook")[-1]
+        assert hook["secret_token"] == "s3cret" and hook["url"].endswith("/telegram")
+        update = {"update_id": 1, "message": fake.message("/start", entities=[
+            {"type": "bot_command", "offset": 0, "length": 6}])}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{port}/telegram", json=update,
+                              headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as r:
+                assert r.status == 403
+            async with s.post(f"http://127.0.0.1:{port}/telegram", json=update) as r:
+                assert r.status == 403
+            await asyncio.sleep(0.5)
+            assert not fake.calls_of("sendMessage")
+            async with s.post(f"http://127.0.0.1:{port}/telegram", json=update,
+                              headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"}) as r:
+                assert r.status == 200
+        got = await fake.wait_for(lambda m, p: m == "sendMessage", timeout=20)
+        assert "Send me a link" in got["text"]
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+        await client.close()
+        await fake.stop()
