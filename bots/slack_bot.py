@@ -1,0 +1,190 @@
+"""The Slack app (slack-bolt async), served by aiohttp, or over Socket Mode.
+
+- ``/deepfake <url>``: acknowledged at once with an ephemeral "checking…", then a visible
+  message in the channel; the result is answered in that message's thread.
+- The message shortcut "Check for deepfake" (callback id ``check_for_deepfake``) and
+  mentions of the app with a link answer in the thread of that message.
+The result: a Block Kit summary (verdict, per-shot fields, warnings, "Full report"
+button) and the gallery via ``files_upload_v2`` with ``thread_ts``.
+
+    deepfake-slack        # HTTP on SLACK_LISTEN:SLACK_PORT /slack/events, or Socket Mode
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from .core import NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly, \
+    reply_from_view, stage_text
+from .settings import BotSettings
+
+log = logging.getLogger(__name__)
+SHORTCUT_ID = "check_for_deepfake"
+
+
+def mrkdwn_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_blocks(reply: Reply) -> list[dict]:
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{mrkdwn_escape(reply.headline)}*"}}]
+    if reply.seen_before:
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": "Checked before; this is the stored result."}]})
+    if reply.shots:
+        fields = [{"type": "mrkdwn", "text": mrkdwn_escape(s)} for s in reply.shots[:10]]
+        blocks.append({"type": "section", "fields": fields})
+        if len(reply.shots) > 10:
+            blocks.append({"type": "context", "elements": [
+                {"type": "mrkdwn", "text": f"…and {len(reply.shots) - 10} more shots in the full report."}]})
+    for w in reply.warnings[:5]:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f":warning: {mrkdwn_escape(w)}"}]})
+    if reply.report_url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Full report"}, "url": reply.report_url,
+             "action_id": "open_report"}]})
+    return blocks
+
+
+class SlackCheckBot:
+    def __init__(self, settings: BotSettings, client: ServiceClient):
+        self.settings = settings
+        self.client = client
+        self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
+        self.tasks: set[asyncio.Task] = set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def command(self, ack, command, client: AsyncWebClient) -> None:
+        links = find_links(command.get("text"))
+        if not links:
+            await ack(NO_LINK)
+            return
+        if not self.limiter.allow(command["user_id"]):
+            await ack(RATE_LIMITED)
+            return
+        await ack(f"Checking {links[0]} …")  # ephemeral, within Slack's 3 s
+        self._spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
+
+    async def _command_thread(self, client: AsyncWebClient, channel: str, user: str, url: str) -> None:
+        try:
+            root = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked for a deepfake check of {url}",
+                                                 unfurl_links=False, unfurl_media=False)
+        except SlackApiError as e:
+            log.warning("cannot post in %s: %s", channel, e)
+            return
+        await self.run(client, channel, root["ts"], url)
+
+    async def shortcut(self, ack, shortcut, client: AsyncWebClient) -> None:
+        await ack()
+        msg = shortcut.get("message", {})
+        channel = shortcut["channel"]["id"]
+        await self._from_message(client, channel, shortcut["user"]["id"], msg, msg.get("thread_ts") or msg["ts"])
+
+    async def mention(self, event, client: AsyncWebClient) -> None:
+        await self._from_message(client, event["channel"], event.get("user", ""), event,
+                                 event.get("thread_ts") or event["ts"])
+
+    async def _from_message(self, client: AsyncWebClient, channel: str, user: str, msg: dict, thread_ts: str) -> None:
+        extra = [a.get("original_url") or a.get("from_url") for a in msg.get("attachments", []) or []]
+        links = find_links(msg.get("text"), [u for u in extra if u])
+        if not links:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=NO_LINK)
+            return
+        if not self.limiter.allow(user):
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
+            return
+        self._spawn(self.run(client, channel, thread_ts, links[0]))
+
+    async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str) -> None:
+        status = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text="Checking…")
+
+        async def update(text: str, blocks: list | None = None) -> None:
+            try:
+                await client.chat_update(channel=channel, ts=status["ts"], text=text, blocks=blocks or [])
+            except SlackApiError as e:
+                log.warning("chat.update failed: %s", e)
+
+        try:
+            view = await self.client.submit_url(url)
+            if view["state"] not in ("done", "failed"):
+                stage = None
+                async for ev in self.client.events(view["id"]):
+                    if ev.get("state") in ("done", "failed"):
+                        break
+                    if ev.get("stage") != stage:
+                        stage = ev.get("stage")
+                        await update(stage_text(ev))
+                view = await self.client.view(view["id"])
+            reply = reply_from_view(view)
+            await update(reply.headline, render_blocks(reply))
+            if reply.ok and reply.gallery_url:
+                png = await self.client.gallery(reply.gallery_url)
+                if png:
+                    await client.files_upload_v2(channel=channel, thread_ts=thread_ts, file=png,
+                                                 filename="deepfake-check.png", title="Faces and shots",
+                                                 alt_txt="Keyframe of each shot, bordered by its score")
+        except ServiceError as e:
+            await update(friendly(e.problem))
+        except Exception:
+            log.exception("check failed")
+            await update("Something went wrong on my side; please try again later.")
+
+
+def build_app(settings: BotSettings, client: ServiceClient) -> tuple[AsyncApp, SlackCheckBot]:
+    web_client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    app = AsyncApp(signing_secret=settings.slack_signing_secret, client=web_client)
+    bot = SlackCheckBot(settings, client)
+    app.command("/deepfake")(bot.command)
+    app.shortcut(SHORTCUT_ID)(bot.shortcut)
+    app.event("app_mention")(bot.mention)
+
+    @app.event("message")
+    async def _ignore_other_messages(body):  # the app reads only what addresses it
+        return None
+
+    return app, bot
+
+
+def web_app(app: AsyncApp) -> web.Application:
+    """The aiohttp application serving Slack's requests on POST /slack/events."""
+
+    async def events(request: web.Request) -> web.Response:
+        bolt_resp = await app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_resp)
+
+    w = web.Application()
+    w.router.add_post("/slack/events", events)
+    return w
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    s = BotSettings()
+    if not s.slack_bot_token:
+        raise SystemExit("SLACK_BOT_TOKEN is not set")
+    if not s.api_token:
+        raise SystemExit("DEEPFAKE_API_TOKEN is not set (create one with `deepfake-token create slack`)")
+    app, _ = build_app(s, ServiceClient(s.api_url, s.api_token))
+    if s.slack_app_token:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        asyncio.run(AsyncSocketModeHandler(app, s.slack_app_token).start_async())
+    else:
+        if not s.slack_signing_secret:
+            raise SystemExit("SLACK_SIGNING_SECRET is not set (HTTP mode verifies every request)")
+        web.run_app(web_app(app), host=s.slack_listen, port=s.slack_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""A small fake of the Slack Web API on 127.0.0.1, recording every call, including the
+file-upload steps of ``files_upload_v2`` (getUploadURLExternal, the upload, complete)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+
+class FakeSlack:
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+        self.uploads: dict[str, bytes] = {}
+        self.seq = itertools.count(1)
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    def calls_of(self, method: str) -> list[dict]:
+        return [p for m, p in self.calls if m == method]
+
+    async def wait_for(self, predicate, timeout: float = 180.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m, p in self.calls:
+                if predicate(m, p):
+                    return p
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no matching call; calls: {[m for m, _ in self.calls]}")
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=100 * 2**20)
+        app.router.add_post("/api/{method}", self.api)
+        app.router.add_post("/upload/{file_id}", self.upload)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+    def ts(self) -> str:
+        return f"{int(time.time())}.{next(self.seq):06d}"
+
+    async def upload(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            part = await reader.next()
+            data = await part.read()
+        self.uploads[request.match_info["file_id"]] = data
+        self.calls.append(("upload", {"file_id": request.match_info["file_id"], "size": len(data)}))
+        return web.Response(text="OK - 1")
+
+    async def api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        raw = await request.text()
+        if request.content_type == "application/json":
+            p = json.loads(raw or "{}")
+        else:
+            p = dict(parse_qsl(raw))
+        p = {**dict(request.query), **p}  # some SDK methods send their arguments as query parameters
+        for k in ("blocks", "files"):
+            if isinstance(p.get(k), str):
+                p[k] = json.loads(p[k])
+        p["_auth"] = request.headers.get("Authorization", "")
+        self.calls.append((method, p))
+        out: dict = {"ok": True}
+        if method == "auth.test":
+            out.update(user_id="UBOT", bot_id="BBOT", team_id="T1", team="Newsroom", user="deepcheck",
+                       url="https://newsroom.example/")
+        elif method in ("chat.postMessage", "chat.update"):
+            ts = p.get("ts") or self.ts()
+            p["_ts"] = ts  # what the caller was told
+            out.update(channel=p.get("channel"), ts=ts, message={"text": p.get("text", ""), "ts": ts})
+        elif method == "files.getUploadURLExternal":
+            fid = f"F{next(self.seq)}"
+            out.update(file_id=fid, upload_url=f"{self.url}/upload/{fid}")
+        elif method == "files.completeUploadExternal":
+            out.update(files=[{"id": f["id"], "title": f.get("title", "")} for f in p.get("files", [])])
+        elif method == "files.info":
+            out.update(file={"id": p.get("file"), "name": "deepfake-check.png"})
+        return web.json_response(out)

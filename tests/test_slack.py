@@ -1,0 +1,160 @@
+"""The Slack app: the real slack-bolt AsyncApp served by aiohttp on 127.0.0.1, its Web API
+calls going to a fake Slack server, with the real service behind it. Requests to the
+app are signed as Slack signs them (or forged, to see them refused)."""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bots.core import NO_LINK, ServiceClient
+from bots.settings import BotSettings
+from bots.slack_bot import SHORTCUT_ID, build_app, web_app
+
+from .conftest import LoopbackServer, shared
+from .fake_slack import FakeSlack
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def signed(body: str, secret: str = SECRET, ts: int | None = None) -> dict:
+    ts = int(time.time()) if ts is None else ts
+    sig = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": f"v0={sig}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def media_server():
+    srv = LoopbackServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+async def slack(service):
+    fake = FakeSlack()
+    await fake.start()
+    settings = BotSettings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
+                           slack_api_url=fake.url + "/api/", api_url=service.base,
+                           api_token=service.token("slack-bot"))
+    client = ServiceClient(settings.api_url, settings.api_token)
+    app, bot = build_app(settings, client)
+    runner = web.AppRunner(web_app(app))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+    async with aiohttp.ClientSession() as http:
+        yield fake, url, http
+    if bot.tasks:
+        await asyncio.wait(bot.tasks, timeout=60)
+    await runner.cleanup()
+    await client.close()
+    await fake.stop()
+
+
+def command_body(text: str) -> str:
+    return urlencode({"command": "/deepfake", "text": text, "user_id": "U1", "user_name": "ana",
+                      "channel_id": "C1", "channel_name": "verification", "team_id": "T1",
+                      "team_domain": "newsroom", "response_url": "http://127.0.0.1:9/unused",
+                      "trigger_id": "1.2.3", "api_app_id": "A1", "token": "legacy"})
+
+
+async def test_slash_command_acks_posts_and_answers_in_the_thread(slack, media_server):
+    fake, url, http = slack
+    media_server.routes["/v/dfdc.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                          shared("media", "devset", "videos", "dfdc_abofeumbvv_fake.mp4").read_bytes())
+    body = command_body(f"{media_server.url('/v/dfdc.mp4')} please")
+    t0 = time.monotonic()
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+        ack = await r.json() if r.content_type == "application/json" else {"text": await r.text()}
+    assert time.monotonic() - t0 < 3.0  # Slack's acknowledgement deadline
+    assert "Checking" in ack["text"]
+    root = await fake.wait_for(lambda m, p: m == "chat.postMessage" and "thread_ts" not in p)
+    assert root["channel"] == "C1" and "asked for a deepfake check" in root["text"]
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal")
+    status = [p for p in fake.calls_of("chat.postMessage") if p.get("thread_ts")]
+    assert status and status[0]["text"] == "Checking…"
+    thread_ts = status[0]["thread_ts"]
+    assert thread_ts == root["_ts"] and all(p["thread_ts"] == thread_ts for p in status)  # the visible message's thread
+    updates = fake.calls_of("chat.update")
+    texts = [u["text"] for u in updates]
+    assert any("Downloading" in t for t in texts) and any("Looking for faces" in t for t in texts)
+    final = updates[-1]
+    assert "probability" in final["text"]
+    kinds = [b["type"] for b in final["blocks"]]
+    assert kinds[0] == "section" and "actions" in kinds
+    fields = next(b for b in final["blocks"] if "fields" in b)["fields"]
+    assert fields[0]["text"].startswith("Shot 1 (0:00.0–0:10.0): ")
+    button = next(b for b in final["blocks"] if b["type"] == "actions")["elements"][0]
+    assert button["text"]["text"] == "Full report" and "/r/" in button["url"]
+    complete = fake.calls_of("files.completeUploadExternal")[-1]
+    assert complete["thread_ts"] == thread_ts and complete["channel_id"] == "C1"
+    fid = complete["files"][0]["id"]
+    assert fake.uploads[fid][:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(p["_auth"] == "Bearer xoxb-test" for m, p in fake.calls if m != "upload")
+
+
+async def test_forged_and_stale_requests_are_refused(slack):
+    fake, url, http = slack
+    body = command_body("https://example.org/v.mp4")
+    async with http.post(url, data=body, headers=signed(body, secret="not-the-secret")) as r:
+        assert r.status == 401
+    async with http.post(url, data=body, headers=signed(body, ts=int(time.time()) - 600)) as r:
+        assert r.status == 401
+    async with http.post(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+        assert r.status == 401
+    await asyncio.sleep(0.5)
+    assert not fake.calls_of("chat.postMessage")
+
+
+async def test_user_errors_in_slack(slack):
+    fake, url, http = slack
+    body = command_body("what about this?")
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+        text = await r.text()
+    assert NO_LINK in (json.loads(text)["text"] if r.content_type == "application/json" else text)
+    body = command_body("http://192.168.1.20/x.mp4")
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+    upd = await fake.wait_for(lambda m, p: m == "chat.update" and "private" in p["text"])
+    assert "private or local network address" in upd["text"]
+
+
+async def test_message_shortcut_and_mention_answer_in_that_thread(slack, media_server):
+    fake, url, http = slack
+    media_server.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                        shared("media", "devset", "videos", "film_fake.mp4").read_bytes())
+    payload = {"type": "message_action", "callback_id": SHORTCUT_ID, "trigger_id": "1.2",
+               "team": {"id": "T1", "domain": "newsroom"}, "user": {"id": "U2", "name": "bo"},
+               "channel": {"id": "C2", "name": "desk"}, "response_url": "http://127.0.0.1:9/unused",
+               "message_ts": "1700000000.000100",
+               "message": {"type": "message", "text": f"seen on social: <{media_server.url('/film.mp4')}>",
+                           "ts": "1700000000.000100", "user": "U3"}, "token": "legacy", "api_app_id": "A1"}
+    body = urlencode({"payload": json.dumps(payload)})
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+    done = await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C2")
+    assert done["thread_ts"] == "1700000000.000100"
+    assert all(p["thread_ts"] == "1700000000.000100" for p in fake.calls_of("chat.postMessage"))
+
+    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+             "event_id": "Ev1", "event_time": int(time.time()),
+             "event": {"type": "app_mention", "user": "U4", "channel": "C3", "ts": "1700000001.000200",
+                       "text": f"<@UBOT> check {media_server.url('/film.mp4')}"}}
+    body = json.dumps(event)
+    headers = signed(body)
+    headers["Content-Type"] = "application/json"
+    async with http.post(url, data=body, headers=headers) as r:
+        assert r.status == 200
+    done = await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C3")
+    assert done["thread_ts"] == "1700000001.000200"
