@@ -10,7 +10,7 @@ COPY bots ./bots
 COPY extension_api ./extension_api
 COPY worker ./worker
 RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1" \
- && pip install --no-cache-dir ".[ml,service]" \
+ && pip install --no-cache-dir ".[ml,service,bots]" \
  && pip install --no-cache-dir --no-deps "facenet-pytorch==2.6.0"
 ENV DEEPFAKE_CACHE_DIR=/cache DEEPFAKE_DATA_DIR=/data
 # The public MesoNet weights, verified by sha256 from the manifest, baked into the image.

@@ -34,7 +34,7 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 echo "==> installing the project"
-$PIP install -q -e ".[ml,service,dev]"
+$PIP install -q -e ".[ml,service,bots,dev]"
 # facenet-pytorch pins torch<2.3/numpy<2 in its metadata; its real needs are in [ml].
 $PIP install -q --no-deps "facenet-pytorch==2.6.0"
 

@@ -17,10 +17,21 @@ from .conftest import ROOT, _free_port
 def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store, tmp_path):
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
+    import asyncio
+    import threading
+
+    from .fake_telegram import FakeTelegram
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    fake = FakeTelegram("777:STACK")
+    tg_url = asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEEPFAKE_REDIS_URL")}
     env.update(DEEPFAKE_CACHE_DIR=str(tmp_path / "cache"), DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root),
-               DEEPFAKE_FRAMES_PER_SHOT_CPU="4", PYTHONUNBUFFERED="1")
+               DEEPFAKE_FRAMES_PER_SHOT_CPU="4", PYTHONUNBUFFERED="1",
+               TELEGRAM_BOT_TOKEN="777:STACK", TELEGRAM_BASE_URL=tg_url)
+    env.pop("SLACK_BOT_TOKEN", None)
     log = tmp_path / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "worker.stack", "--demo", "--port", str(port),
                              "--concurrency", "1"], env=env, cwd=ROOT, stdout=open(log, "w"),
@@ -42,9 +53,15 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
         r = requests.post(f"http://127.0.0.1:{port}/v1/checks", json={"url": "http://10.9.9.9/x.mp4"},
                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert r.status_code == 422  # the printed token works
+        assert "telegram: started" in out
+        deadline = time.monotonic() + 60
+        while not fake.calls_of("getUpdates"):  # the bot polls the (fake) Bot API
+            assert time.monotonic() < deadline, out[-3000:]
+            time.sleep(0.2)
+        assert fake.calls_of("getMe")
         children = subprocess.run(["pgrep", "-s", str(os.getpgid(proc.pid))], capture_output=True,
                                   text=True).stdout.split()
-        assert len(children) >= 4  # serve, redis-server, the worker (+ its pool), the API
+        assert len(children) >= 5  # serve, redis-server, the worker (+ its pool), the API, the bot
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=60)
         time.sleep(1)
@@ -53,3 +70,5 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)

@@ -1,8 +1,8 @@
 """``deepfake-serve``: the whole service on one machine, in one command.
 
 Starts a private ``redis-server`` (unless ``REDIS_URL`` names one), a Celery worker for
-both queues, and the API; each chat bot whose token is configured joins once the bots
-exist. Prints where the API and the report pages are; Ctrl-C stops everything.
+both queues, the API, and each chat bot whose token is configured (``TELEGRAM_BOT_TOKEN``,
+``SLACK_BOT_TOKEN``). Prints where the API and the report pages are; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -85,6 +85,18 @@ def start_worker(env: dict[str, str], queues: str = "fetch,analyze", concurrency
                              "-n", f"deepfake-{os.getpid()}@%h"], env=env)
 
 
+BOTS = [("telegram", "bots.telegram_bot"), ("slack", "bots.slack_bot")]  # started when <NAME>_BOT_TOKEN is set
+
+
+def bot_token(redis_url: str, name: str) -> str:
+    """A fresh API token for a bot started by this stack (replacing its previous one)."""
+    import redis
+
+    from extension_api.tokens import create
+
+    return create(redis.Redis.from_url(redis_url, decode_responses=True), name)
+
+
 def local_token(redis_url: str) -> str | None:
     """A token named 'local' for this machine, created (and returned) only if none exists."""
     import redis
@@ -159,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         base = env["DEEPFAKE_PUBLIC_URL"]
         print(f"API:     {base}/v1/checks   (token: REDIS_URL={env.get('REDIS_URL')} deepfake-token create NAME)")
         print(f"reports: {base}/r/<job id>      model card: {base}/v1/model-card")
-        token = local_token(env["REDIS_URL"] if "REDIS_URL" in env else settings.redis_url)
+        redis_url = env["REDIS_URL"] if "REDIS_URL" in env else settings.redis_url
+        for name, module in BOTS:
+            if os.environ.get(f"{name.upper()}_BOT_TOKEN"):
+                bot_env = dict(env, DEEPFAKE_API_URL=base)
+                bot_env.setdefault("DEEPFAKE_API_TOKEN", bot_token(redis_url, f"{name}-bot"))
+                procs.append(subprocess.Popen([sys.executable, "-m", module], env=bot_env))
+                print(f"{name}: started ({module})")
+        token = local_token(redis_url)
         if token:
             print(f"token:   {token}   (name 'local'; shown once, stored hashed)")
         else:
