@@ -128,7 +128,7 @@ class SlackCheckBot:
                 view = await self.client.view(view["id"])
             reply = reply_from_view(view)
             await update(reply.headline, render_blocks(reply))
-            if reply.ok and reply.gallery_url:
+            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
                 png = await self.client.gallery(reply.gallery_url)
                 if png:
                     await client.files_upload_v2(channel=channel, thread_ts=thread_ts, file=png,

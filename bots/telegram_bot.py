@@ -175,7 +175,7 @@ class TelegramCheckBot:
                 view = await self.client.view(view["id"])
             reply = reply_from_view(view)
             await edit(render_html(reply), html_mode=True)
-            if reply.ok and reply.gallery_url:
+            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
                 await bot.send_chat_action(target.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
                 png = await self.client.gallery(reply.gallery_url)
                 if png:

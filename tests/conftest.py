@@ -162,7 +162,7 @@ def service(mesonet_store, tmp_path_factory):
                DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root), DEEPFAKE_FRAMES_PER_SHOT_CPU="4",
                DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
                DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
-               DEEPFAKE_RETRY_BACKOFF_S="0.2", PYTHONUNBUFFERED="1")
+               DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1")
     worker_log = tmp / "worker.log"
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
                                "-Q", "fetch,analyze", "-c", "2", "--loglevel", "INFO", "-n", "test@%h"],

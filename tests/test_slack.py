@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bots.core import NO_LINK, ServiceClient
+from bots.core import FRIENDLY, NO_LINK, ServiceClient
 from bots.settings import BotSettings
 from bots.slack_bot import SHORTCUT_ID, build_app, web_app
 
@@ -128,6 +128,16 @@ async def test_user_errors_in_slack(slack):
         assert r.status == 200
     upd = await fake.wait_for(lambda m, p: m == "chat.update" and "private" in p["text"])
     assert "private or local network address" in upd["text"]
+
+
+async def test_a_page_without_media_gets_its_sentence(slack, media_server):
+    fake, url, http = slack
+    media_server.routes["/article"] = (200, {"Content-Type": "text/html"}, b"<html><p>just words</p></html>")
+    body = command_body(media_server.url("/article"))
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+    upd = await fake.wait_for(lambda m, p: m == "chat.update" and FRIENDLY["not-a-medium"] in p["text"])
+    assert upd["channel"] == "C1"
 
 
 async def test_message_shortcut_and_mention_answer_in_that_thread(slack, media_server):

@@ -2,11 +2,12 @@
 127.0.0.1, with the real service (redis-server, Celery worker, API) behind it."""
 
 import asyncio
+import html
 
 import aiohttp
 import pytest
 
-from bots.core import NO_LINK, RATE_LIMITED, ServiceClient
+from bots.core import FRIENDLY, NO_FACE, NO_LINK, RATE_LIMITED, ServiceClient
 from bots.settings import BotSettings
 from bots.telegram_bot import build_application
 
@@ -155,3 +156,32 @@ async def test_webhook_checks_the_secret(service):
         await app.shutdown()
         await client.close()
         await fake.stop()
+
+
+async def test_no_face_and_too_long_get_their_sentences(tg, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from detector.demo import make_multishot_video, shipped_photo
+
+    sky = (np.linspace(0, 255, 300 * 400 * 3) % 255).astype(np.uint8).reshape(300, 400, 3)
+    buf = io.BytesIO()
+    Image.fromarray(sky).save(buf, format="JPEG")
+    tg.files["sky"] = buf.getvalue()
+    msg = tg.push(tg.message(None, photo=[{"file_id": "sky", "file_unique_id": "s", "width": 400, "height": 300,
+                                           "file_size": len(buf.getvalue())}]))
+    await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == msg["message_id"])
+    edit = await tg.wait_for(lambda m, p: m == "editMessageText" and "face" in p["text"] and "%" not in p["text"]
+                             and p.get("parse_mode") == "HTML")
+    assert html.escape(NO_FACE) in edit["text"] and "Image: no face" in edit["text"]
+    long_clip = make_multishot_video([shipped_photo()], tmp_path / "long.mp4", seconds_per_shot=40, fps=5,
+                                     size=(160, 120)).read_bytes()  # over the test service's 30 s limit
+    tg.files["long"] = long_clip
+    msg = tg.push(tg.message(None, video={"file_id": "long", "file_unique_id": "l", "width": 160, "height": 120,
+                                          "duration": 40, "file_size": len(long_clip)}))
+    edit = await tg.wait_for(lambda m, p: m == "editMessageText" and html.escape(FRIENDLY["too-long"]) in p["text"])
+    assert edit["parse_mode"] == "HTML"
+    photos = [p for p in tg.calls_of("sendPhoto")]
+    assert photos == []  # no gallery for a result without a scored face, nor for a failure
