@@ -5,6 +5,7 @@
   GET  /v1/checks/{id}/events     server-sent events of the job's progress
   GET  /v1/checks/{id}/gallery.png
   GET  /v1/model-card             JSON, or HTML for browsers
+  GET  /v1/token                  the token's name (clients test their connection)
   GET  /r/{id}                    the human report page
   GET  /healthz, /metrics
 
@@ -237,6 +238,12 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
     return job_id, "new"
 
 
+async def token_info(request: web.Request) -> web.Response:
+    """Who the token belongs to: lets a client test its connection and token."""
+    name = await authorise(request, "read")
+    return web.json_response({"name": name})
+
+
 async def get_check(request: web.Request) -> web.Response:
     await authorise(request, "read")
     rec = await job_or_404(request)
@@ -363,6 +370,7 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
     app.cleanup_ctx.extend([_redis_ctx, _celery_ctx])
     app.router.add_post("/v1/checks", create_check)
     app.router.add_get("/v1/checks/{id}", get_check)
+    app.router.add_get("/v1/token", token_info)
     app.router.add_get("/v1/checks/{id}/events", check_events)
     app.router.add_get("/v1/checks/{id}/gallery.png", gallery)
     app.router.add_get("/v1/model-card", model_card_handler)

@@ -1,0 +1,112 @@
+// Shared by the service worker, the popup and the options page.
+// The API token is kept in chrome.storage.local and sent only to the configured address.
+
+export const DEFAULTS = { apiUrl: "http://127.0.0.1:8080", token: "" };
+export const MENU_ID = "check-deepfake";
+export const HISTORY_MAX = 20;
+
+export const MESSAGES = {
+  "no-api": "Set the service address and your API token in the extension's options first.",
+  "unauthorised": "The service needs an API token: add yours in the extension's options.",
+  "bad-token": "The service refused the API token. Check it in the extension's options.",
+  "service-down": "The checking service is not answering. Is it running at the address in the options?",
+  "unsupported-url": "This link can't be checked: only public http(s) links to videos and images work.",
+  "private-address": "This link points to a private or local network address, so it can't be checked.",
+  "not-found": "Nothing was found at this link. Is it public, and still online?",
+  "unreachable": "The link could not be reached right now. Try again in a few minutes.",
+  "not-a-medium": "No video or image was found at this link.",
+  "too-large": "This file is too large to check.",
+  "too-long": "This video is too long to check; try a shorter clip.",
+  "corrupt-media": "The file could not be opened; it seems damaged or in an unknown format.",
+  "rate-limited": "Too many checks in a short time; wait a minute and try again.",
+  "timeout": "The check took too long; a shorter clip may work.",
+  "no-trained-weights": "The service is not ready: its detectors are not installed.",
+  "no-face": "No face was found, so there is no score. That says nothing about whether it is authentic.",
+};
+
+export const STAGES = {
+  queued: "Waiting in the queue…", downloading: "Downloading…", probing: "Opening the file…",
+  segmenting: "Splitting the video into shots…", detecting_faces: "Looking for faces…",
+  clustering: "Grouping faces by person…", scoring: "Scoring the faces…", rendering: "Drawing the gallery…",
+};
+
+export class ApiError extends Error {
+  constructor(code, detail) { super(detail || code); this.code = code; this.detail = detail; }
+}
+
+export function messageFor(code, detail) {
+  return MESSAGES[code] || detail || "The check failed.";
+}
+
+export async function getSettings() {
+  const { settings } = await chrome.storage.local.get("settings");
+  return { ...DEFAULTS, ...(settings || {}) };
+}
+
+export async function saveSettings(settings) {
+  await chrome.storage.local.set({ settings: { apiUrl: settings.apiUrl.trim().replace(/\/+$/, ""),
+                                               token: settings.token.trim() } });
+}
+
+function codeOf(body) {
+  if (!body) return "";
+  return body.code || String(body.type || "").split("/").pop();
+}
+
+export async function call(settings, path, init = {}) {
+  if (!settings.apiUrl) throw new ApiError("no-api");
+  let resp;
+  try {
+    resp = await fetch(new URL(path, settings.apiUrl + "/"), {
+      ...init, headers: { ...(init.headers || {}), ...(settings.token ? { Authorization: `Bearer ${settings.token}` } : {}) },
+    });
+  } catch (e) {
+    throw new ApiError("service-down", String(e));
+  }
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  if (!resp.ok) throw new ApiError(codeOf(body) || `http-${resp.status}`, body && body.detail);
+  return body;
+}
+
+export function submitUrl(settings, url) {
+  return call(settings, "v1/checks", { method: "POST", headers: { "Content-Type": "application/json" },
+                                       body: JSON.stringify({ url }) });
+}
+
+export function submitFile(settings, blob, filename) {
+  const form = new FormData();
+  form.append("file", blob, filename);
+  return call(settings, "v1/checks", { method: "POST", body: form });
+}
+
+export function getCheck(settings, id) {
+  return call(settings, `v1/checks/${id}`);
+}
+
+// What the views need of a job, small enough for storage (no face thumbnails).
+export function summarise(view) {
+  const out = { state: view.state, stage: view.stage, message: view.message, progress: view.progress || {},
+                links: view.links || {}, seenBefore: !!view.seen_before };
+  if (view.report) {
+    const r = view.report;
+    out.report = {
+      score: r.score, verdict: r.verdict, verdictLabel: r.verdict_label, kind: r.media.kind,
+      title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
+        .map(w => w.message),
+      shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected })),
+    };
+  }
+  if (view.problem) out.error = messageFor(view.problem.code, view.problem.detail);
+  return out;
+}
+
+export function clock(s) {
+  const m = Math.floor((s || 0) / 60);
+  const sec = ((s || 0) - 60 * m).toFixed(1).padStart(4, "0");
+  return `${m}:${sec}`;
+}
+
+export function pct(score) {
+  return score === null || score === undefined ? "no face" : `${Math.round(score * 100)}%`;
+}

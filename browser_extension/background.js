@@ -1,0 +1,160 @@
+// The service worker: context menu -> submit -> follow by polling -> storage -> views.
+// Everything a check needs is kept in chrome.storage.local, so when the browser stops
+// this worker mid-check, the next start (an alarm, the popup, any event) resumes it.
+import { ApiError, HISTORY_MAX, MENU_ID, getCheck, getSettings, messageFor, pct, submitFile, submitUrl,
+         summarise } from "./api.js";
+
+const POLL_MS = 1500;
+const ALARM = "poll-checks";
+
+chrome.runtime.onInstalled.addListener(() => {
+  chrome.contextMenus.create({ id: MENU_ID, title: "Check for deepfake",
+                               contexts: ["image", "video", "link", "page"] });
+});
+chrome.contextMenus.onClicked.addListener((info, tab) => { handleMenuClick(info, tab); });
+chrome.alarms.onAlarm.addListener((alarm) => { if (alarm.name === ALARM) resumePending(); });
+chrome.runtime.onMessage.addListener((msg, _sender, reply) => {
+  if (msg && msg.type === "resume") { resumePending(); reply({ ok: true }); }
+});
+chrome.notifications.onClicked.addListener((id) => {
+  chrome.storage.local.get("checks").then(({ checks }) => {
+    const c = (checks || []).find(x => x.localId === id);
+    if (c && c.links && c.links.report_page) chrome.tabs.create({ url: c.links.report_page });
+  });
+});
+
+// --- storage of the checks (newest first) -----------------------------------------------
+async function loadChecks() {
+  const { checks } = await chrome.storage.local.get("checks");
+  return checks || [];
+}
+
+let writing = Promise.resolve();
+function updateCheck(localId, patch) {
+  // Serialised read-modify-write: concurrent polls never lose each other's updates.
+  writing = writing.then(async () => {
+    const checks = await loadChecks();
+    const i = checks.findIndex(c => c.localId === localId);
+    if (i >= 0) checks[i] = { ...checks[i], ...patch, updated: Date.now() };
+    else checks.unshift({ localId, ...patch, created: Date.now(), updated: Date.now() });
+    await chrome.storage.local.set({ checks: checks.slice(0, HISTORY_MAX) });
+    return checks[i >= 0 ? i : 0];
+  });
+  return writing;
+}
+
+// --- what was clicked -------------------------------------------------------------------
+function targetOf(info, tab) {
+  if ((info.mediaType === "image" || info.mediaType === "video") && info.srcUrl)
+    return { url: info.srcUrl, kind: info.mediaType };
+  if (info.linkUrl) return { url: info.linkUrl, kind: "link" };
+  return { url: info.pageUrl || (tab && tab.url), kind: "page" };
+}
+
+async function bytesOf(url, tab) {
+  // data: URLs are read here; blob: URLs belong to the page, so they are read there.
+  if (url.startsWith("data:")) return await (await fetch(url)).blob();
+  const [{ result }] = await chrome.scripting.executeScript({
+    target: { tabId: tab.id }, world: "MAIN",
+    func: async (u) => {
+      const b = await (await fetch(u)).blob();
+      return await new Promise((ok) => { const r = new FileReader(); r.onload = () => ok(r.result); r.readAsDataURL(b); });
+    },
+    args: [url],
+  });
+  return await (await fetch(result)).blob();
+}
+
+function filenameFor(kind, blob) {
+  const ext = (blob.type.split("/")[1] || "bin").split(";")[0];
+  return `${kind}.${ext}`;
+}
+
+function label(url, kind) {
+  // data: and blob: media are sent as bytes; storage and views keep a short label instead.
+  if (url && url.startsWith("data:")) return `${kind === "video" ? "Video" : "Image"} embedded in the page`;
+  if (url && url.startsWith("blob:")) return `${kind === "video" ? "Video" : "Image"} from the page (${url.slice(5, 60)})`;
+  return url;
+}
+
+export async function handleMenuClick(info, tab) {
+  const target = targetOf(info, tab);
+  const localId = crypto.randomUUID();
+  await updateCheck(localId, { url: label(target.url, target.kind), kind: target.kind, pageTitle: tab && tab.title,
+                               state: "submitting", stage: "submitting" });
+  try { await chrome.action.openPopup(); } catch (e) { /* not allowed here: the notification tells */ }
+  try {
+    const settings = await getSettings();
+    if (!settings.apiUrl || !settings.token) throw new ApiError("no-api");
+    if (!target.url) throw new ApiError("unsupported-url");
+    let view;
+    if (target.url.startsWith("data:") || target.url.startsWith("blob:")) {
+      const blob = await bytesOf(target.url, tab);
+      view = await submitFile(settings, blob, filenameFor(target.kind, blob));
+    } else {
+      view = await submitUrl(settings, target.url);
+    }
+    await updateCheck(localId, { jobId: view.id, ...summarise(view) });
+    if (view.state === "done" || view.state === "failed") await finished(localId);
+    else startPolling();
+  } catch (e) {
+    await updateCheck(localId, { state: "failed", error: messageFor(e.code, e.detail) });
+    await finished(localId);
+  }
+  return localId;
+}
+self.handleMenuClick = handleMenuClick;  // the same entry point, for tests and debugging
+
+// --- following the checks ---------------------------------------------------------------
+let polling = false;
+
+function startPolling() {
+  chrome.alarms.create(ALARM, { periodInMinutes: 0.5 });  // wakes a stopped worker to resume
+  if (!polling) { polling = true; pollLoop(); }
+}
+
+async function pollLoop() {
+  try {
+    while (true) {
+      const pending = (await loadChecks()).filter(c => c.jobId && !["done", "failed"].includes(c.state));
+      if (!pending.length) break;
+      const settings = await getSettings();
+      for (const c of pending) {
+        try {
+          const view = await getCheck(settings, c.jobId);
+          await updateCheck(c.localId, summarise(view));
+          if (view.state === "done" || view.state === "failed") await finished(c.localId);
+        } catch (e) {
+          if (e.code !== "service-down") {
+            await updateCheck(c.localId, { state: "failed", error: messageFor(e.code, e.detail) });
+            await finished(c.localId);
+          }
+        }
+      }
+      await new Promise(r => setTimeout(r, POLL_MS));
+    }
+    await chrome.alarms.clear(ALARM);
+  } finally {
+    polling = false;
+  }
+}
+
+async function resumePending() {
+  const pending = (await loadChecks()).filter(c => c.jobId && !["done", "failed"].includes(c.state));
+  if (pending.length) startPolling();
+}
+
+async function finished(localId) {
+  const c = (await loadChecks()).find(x => x.localId === localId);
+  if (!c || c.notified) return;
+  await updateCheck(localId, { notified: true });
+  const popups = chrome.runtime.getContexts ? await chrome.runtime.getContexts({ contextTypes: ["POPUP"] }) : [];
+  if (popups.length) return;  // the results view is open: no need to interrupt
+  const title = c.state === "failed" ? "Deepfake check failed"
+    : c.report && c.report.score !== null ? `${c.report.verdictLabel}: ${pct(c.report.score)}`
+    : "Deepfake check: no face found";
+  chrome.notifications.create(localId, { type: "basic", iconUrl: "icon128.png", title,
+                                         message: c.error || c.url || "" });
+}
+
+resumePending();  // after any restart of this worker

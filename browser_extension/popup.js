@@ -1,0 +1,77 @@
+import { STAGES, clock, getSettings, pct } from "./api.js";
+
+const BANDS = { likely_authentic: "Likely authentic", uncertain: "Uncertain",
+                likely_manipulated: "Likely manipulated", inconclusive: "Inconclusive" };
+let selected = null;
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+function detail(c) {
+  const card = el("div", { class: "card", "data-state": c.state });
+  card.append(el("div", { class: "url", text: c.pageTitle && c.kind === "page" ? `${c.pageTitle} — ${c.url}` : c.url }));
+  if (c.state === "failed") {
+    card.append(el("div", { class: "error", text: c.error || "The check failed." }));
+    return card;
+  }
+  if (c.state !== "done") {
+    const p = c.progress || {};
+    card.append(el("p", { text: (STAGES[c.stage] || "Submitting…") + (p.total ? ` ${p.done}/${p.total}` : "") }));
+    const bar = el("div", { class: "progress" }, el("div"));
+    bar.firstChild.style.width = p.total ? `${Math.round(100 * p.done / p.total)}%` : "10%";
+    card.append(bar);
+    return card;
+  }
+  const r = c.report;
+  const band = r.score === null ? "inconclusive" : r.verdict;
+  const v = el("div", { class: `verdict band-${band}` },
+    el("div", { class: "score", text: r.score === null ? "No score" : pct(r.score) }),
+    el("div", { text: r.score === null ? "No face was found to analyse."
+                                       : `${BANDS[band]}: probability that the faces were manipulated` }));
+  card.append(v);
+  if (c.seenBefore) card.append(el("div", { class: "muted", text: "Checked before; this is the stored result." }));
+  for (const w of r.warnings || []) card.append(el("div", { class: "warn", text: w }));
+  const rows = r.shots.map(s => el("tr", {},
+    el("td", { text: r.kind === "video" ? `Shot ${s.index + 1}` : "Image" }),
+    el("td", { text: r.kind === "video" ? `${clock(s.start)}–${clock(s.end)}` : "" }),
+    el("td", { text: `${s.faces} face${s.faces === 1 ? "" : "s"}` }),
+    el("td", { class: "shot-score", text: pct(s.score) })));
+  card.append(el("table", { class: "shots" }, ...rows));
+  if (c.links && c.links.gallery) card.append(el("img", { class: "gallery", src: c.links.gallery, alt: "Gallery of the shots" }));
+  if (c.links && c.links.report_page)
+    card.append(el("p", {}, el("a", { href: c.links.report_page, target: "_blank", text: "Full report" })));
+  return card;
+}
+
+function row(c) {
+  const score = c.state === "done" ? pct(c.report.score) : c.state === "failed" ? "failed" : "…";
+  const r = el("div", { class: "row" }, el("span", { class: "url", text: c.url }), el("span", { text: score }));
+  r.addEventListener("click", () => { selected = c.localId; render(); });
+  return r;
+}
+
+async function render() {
+  const { checks } = await chrome.storage.local.get("checks");
+  const list = checks || [];
+  const current = document.getElementById("current");
+  const history = document.getElementById("history");
+  if (!list.length) return;
+  const shown = list.find(c => c.localId === selected) || list[0];
+  current.replaceChildren(detail(shown));
+  const rest = list.filter(c => c !== shown);
+  history.replaceChildren(...(rest.length ? [el("h1", { text: "Earlier checks" }), ...rest.map(row)] : []));
+}
+
+chrome.storage.onChanged.addListener((changes, area) => { if (area === "local" && changes.checks) render(); });
+render();
+getSettings().then(s => {
+  document.getElementById("model-card").append(el("a", { href: `${s.apiUrl}/v1/model-card`, target: "_blank",
+                                                         text: "What the detectors can and cannot do" }));
+});
+chrome.runtime.sendMessage({ type: "resume" }).catch(() => {});  // wakes the worker to resume pending checks

@@ -1,0 +1,201 @@
+"""The browser extension, loaded unpacked into a real headless Chromium (Playwright with the
+system browser), against the real API, Redis and worker on 127.0.0.1. The context-menu
+handler is called with the same info object Chromium passes to ``contextMenus.onClicked``."""
+
+import base64
+import shutil
+
+import pytest
+
+from .conftest import ROOT, LoopbackServer, shared
+
+EXT = ROOT / "browser_extension"
+ART = ROOT / "out" / "test-artifacts"
+PAGE_TAB = {"id": -1, "url": "http://127.0.0.1/article", "title": "An article"}
+
+
+@pytest.fixture(scope="module")
+def browser(service, tmp_path_factory):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    ART.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), executable_path=chromium, headless=True,
+            viewport={"width": 460, "height": 900},
+            args=[f"--disable-extensions-except={EXT}", f"--load-extension={EXT}", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--disable-quic"])
+        sw = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
+        ext_id = sw.url.split("/")[2]
+        yield ctx, ext_id
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def media(service):
+    srv = LoopbackServer()
+    srv.routes["/v/clip.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                 shared("media", "devset", "videos", "dfdc_abqwwspghj_fake.mp4").read_bytes())
+    srv.routes["/img/obama.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                    shared("media", "unlabeled", "obama.jpg").read_bytes())
+    srv.routes["/v/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                 shared("media", "devset", "videos", "film_real.mp4").read_bytes())
+    srv.routes["/post"] = (200, {"Content-Type": "text/html"},
+                           b'<html><body><video src="/v/film.mp4"></video></body></html>')
+    srv.routes["/v/other.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                  shared("media", "devset", "videos", "dfdc_abofeumbvv_fake.mp4").read_bytes())
+    yield srv
+    srv.close()
+
+
+def wait_until(page, js: str, arg=None, timeout: float = 240.0):
+    """Poll ``js`` (a function source) from Python: extension pages forbid the eval that
+    Playwright's wait_for_function uses, while evaluate() goes through CDP."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(js, arg)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {js}"
+        time.sleep(0.2)
+
+
+def sw_of(ctx):
+    return ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
+
+
+def click_menu(ctx, info, tab=PAGE_TAB) -> str:
+    info = {"menuItemId": "check-deepfake", "editable": False, "frameId": 0, **info}
+    return sw_of(ctx).evaluate("([info, tab]) => self.handleMenuClick(info, tab)", [info, tab])
+
+
+def configure(ctx, ext_id, api_url, token):
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/options.html")
+    page.fill("#apiUrl", api_url)
+    page.fill("#token", token)
+    page.click("#save")
+    page.wait_for_selector("#status:has-text('Saved')")
+    page.click("#test")
+    wait_until(page, "() => { const t = document.querySelector('#status').textContent; "
+                     "return t.length > 10 && !t.startsWith('Saved'); }", timeout=30)
+    status = page.text_content("#status")
+    page.close()
+    return status
+
+
+def result_view(ctx, ext_id, local_id=None, timeout=240.0):
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/popup.html")
+    if local_id:
+        wait_until(page, "(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                   "(checks || []).some(c => c.localId === id && ['done','failed'].includes(c.state)))",
+                   local_id, timeout)
+    return page
+
+
+def test_options_page_stores_and_tests_the_token(browser, service):
+    ctx, ext_id = browser
+    bad = configure(ctx, ext_id, service.base, "dfk_wrong")
+    assert "refused the API token" in bad
+    down = configure(ctx, ext_id, "http://127.0.0.1:9", "dfk_wrong")
+    assert "not answering" in down
+    token = service.token("extension")
+    ok = configure(ctx, ext_id, service.base + "/", token)
+    assert 'accepts the token "extension"' in ok
+    stored = sw_of(ctx).evaluate("chrome.storage.local.get('settings').then(x => x.settings)")
+    assert stored == {"apiUrl": service.base, "token": token}  # trailing slash trimmed
+
+
+def test_video_check_shows_score_shots_and_gallery(browser, service, media):
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-video"))
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": media.url("/v/clip.mp4"),
+                                "pageUrl": media.url("/post")})
+    page = result_view(ctx, ext_id, local_id)
+    page.wait_for_selector(".card[data-state=done] img.gallery")
+    wait_until(page, "() => document.querySelector('img.gallery').naturalWidth > 100", timeout=30)
+    text = page.text_content(".card")
+    assert "%" in text and "probability that the faces were manipulated" in text
+    rows = page.query_selector_all("table.shots tr")
+    assert rows and page.text_content("table.shots tr td") == "Shot 1"
+    assert "0:00.0–0:10.0" in page.text_content("table.shots")
+    assert page.get_attribute("a[href*='/r/']", "href").startswith(service.base)
+    page.screenshot(path=str(ART / "extension_result.png"), full_page=True)
+    page.close()
+
+
+def test_image_link_page_and_data_url_checks(browser, service, media):
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-more"))
+    ids = [
+        click_menu(ctx, {"mediaType": "image", "srcUrl": media.url("/img/obama.jpg"), "pageUrl": media.url("/post")}),
+        click_menu(ctx, {"linkUrl": media.url("/v/film.mp4"), "pageUrl": media.url("/post")}),
+        click_menu(ctx, {"pageUrl": media.url("/post")}, {"id": -1, "url": media.url("/post"), "title": "A post"}),
+    ]
+    photo = base64.b64encode(shared("media", "unlabeled", "biden.jpg").read_bytes()).decode()
+    ids.append(click_menu(ctx, {"mediaType": "image", "srcUrl": f"data:image/jpeg;base64,{photo}",
+                                "pageUrl": media.url("/post")}))
+    page = result_view(ctx, ext_id)
+    for local_id in ids:
+        wait_until(page, "(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                   "checks.some(c => c.localId === id && c.state === 'done'))", local_id)
+    checks = sw_of(ctx).evaluate("chrome.storage.local.get('checks').then(x => x.checks)")
+    by_id = {c["localId"]: c for c in checks}
+    kinds = [by_id[i]["kind"] for i in ids]
+    assert kinds == ["image", "link", "page", "image"]
+    assert by_id[ids[0]]["report"]["kind"] == "image" and by_id[ids[3]]["report"]["kind"] == "image"
+    assert by_id[ids[2]]["report"]["kind"] == "video"  # the page's embedded video, found by yt-dlp
+    assert "/img/obama.jpg" in media.requests
+    assert by_id[ids[3]]["url"] == "Image embedded in the page"  # not the whole data: URL
+    page.reload()
+    page.wait_for_selector(".history .row")
+    assert len(page.query_selector_all(".history .row")) >= 4  # the history of earlier checks
+    notes = sw_of(ctx).evaluate("chrome.notifications.getAll()")
+    assert ids[0] in notes  # finished while no popup was open: a notification
+    page.close()
+
+
+def test_bad_token_and_no_api_show_their_messages(browser, service, media):
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, "dfk_revoked_or_wrong")
+    local_id = click_menu(ctx, {"linkUrl": media.url("/v/film.mp4"), "pageUrl": media.url("/post")})
+    page = result_view(ctx, ext_id, local_id)
+    page.wait_for_selector(".card[data-state=failed] .error")
+    assert "refused the API token" in page.text_content(".error")
+    page.screenshot(path=str(ART / "extension_bad_token.png"), full_page=True)
+    page.close()
+    configure(ctx, ext_id, "", "")
+    local_id = click_menu(ctx, {"linkUrl": media.url("/v/film.mp4")})
+    page = result_view(ctx, ext_id, local_id)
+    page.wait_for_selector(".card[data-state=failed] .error")
+    assert "Set the service address" in page.text_content(".error")
+    page.close()
+
+
+def test_a_check_survives_the_service_worker_being_stopped(browser, service, media):
+    import time
+
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-restart"))
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": media.url("/v/other.mp4")})
+    helper = ctx.new_page()
+    helper.goto(f"chrome-extension://{ext_id}/options.html")
+    cdp = ctx.new_cdp_session(helper)
+    cdp.send("ServiceWorker.enable")
+    cdp.send("ServiceWorker.stopAllWorkers")
+    time.sleep(3)
+    state = helper.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                            "checks.find(c => c.localId === id).state)", local_id)
+    assert state not in ("done", "failed")  # stopped mid-check: nobody is polling
+    page = result_view(ctx, ext_id, local_id)  # opening the view wakes the worker, which resumes
+    page.wait_for_selector(".card[data-state=done]")
+    assert "%" in page.text_content(".verdict")
+    page.close()
+    helper.close()
