@@ -138,6 +138,8 @@ class Service:
 
 @pytest.fixture(scope="session")
 def service(mesonet_store, tmp_path_factory):
+    """One stack for the session. Its caches are shared: a test that must see the analysis run
+    (not a cache hit) checks a clip no other test checks, and each client uses its own token."""
     import json
     import os
     import shutil

@@ -3,7 +3,6 @@ file-upload steps of ``files_upload_v2`` (getUploadURLExternal, the upload, comp
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -11,41 +10,18 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .fake_api import FakeApi
 
-class FakeSlack:
+
+class FakeSlack(FakeApi):
     def __init__(self):
-        self.calls: list[tuple[str, dict]] = []
+        super().__init__()
         self.uploads: dict[str, bytes] = {}
         self.seq = itertools.count(1)
-        self.runner: web.AppRunner | None = None
-        self.url = ""
 
-    def calls_of(self, method: str) -> list[dict]:
-        return [p for m, p in self.calls if m == method]
-
-    async def wait_for(self, predicate, timeout: float = 180.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m, p in self.calls:
-                if predicate(m, p):
-                    return p
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no matching call; calls: {[m for m, _ in self.calls]}")
-
-    async def start(self) -> str:
-        app = web.Application(client_max_size=100 * 2**20)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self.api)
         app.router.add_post("/upload/{file_id}", self.upload)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self.runner:
-            await self.runner.cleanup()
 
     def ts(self) -> str:
         return f"{int(time.time())}.{next(self.seq):06d}"

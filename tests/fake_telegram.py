@@ -13,25 +13,26 @@ import time
 
 from aiohttp import web
 
+from .fake_api import FakeApi
+
 BOT_USER = {"id": 4242, "is_bot": True, "first_name": "Deepfake check", "username": "deepcheck_bot",
             "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
 
 
-class FakeTelegram:
+class FakeTelegram(FakeApi):
     def __init__(self, token: str):
+        super().__init__()
         self.token = token
-        self.calls: list[tuple[str, dict]] = []
         self.updates: asyncio.Queue = asyncio.Queue()
         self.files: dict[str, bytes] = {}  # file_id -> bytes
         self.ids = itertools.count(1000)
         self.update_ids = itertools.count(1)
-        self.runner: web.AppRunner | None = None
-        self.url = ""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(f"/bot{self.token}/{{method}}", self.api)
+        app.router.add_get(f"/file/bot{self.token}/{{path:.+}}", self.file)
 
     # -- test helpers ---------------------------------------------------------------------
-    def calls_of(self, method: str) -> list[dict]:
-        return [p for m, p in self.calls if m == method]
-
     def message(self, text: str | None = None, chat_type: str = "private", chat_id: int = 77, user_id: int = 5,
                 entities: list | None = None, **extra) -> dict:
         msg = {"message_id": next(self.ids), "date": int(time.time()),
@@ -56,32 +57,7 @@ class FakeTelegram:
         self.updates.put_nowait({"update_id": next(self.update_ids), "message": message})
         return message
 
-    async def wait_for(self, predicate, timeout: float = 180.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m, p in self.calls:
-                if predicate(m, p):
-                    return p
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no matching call; calls: {[m for m, _ in self.calls]}")
-
     # -- the server -----------------------------------------------------------------------
-    async def start(self) -> str:
-        app = web.Application(client_max_size=100 * 2**20)
-        app.router.add_post(f"/bot{self.token}/{{method}}", self.api)
-        app.router.add_get(f"/file/bot{self.token}/{{path:.+}}", self.file)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self.runner:
-            await self.runner.cleanup()
-
     async def file(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         data = self.files.get(path.rsplit("/", 1)[-1])

@@ -46,8 +46,8 @@ def media(service):
                                  shared("media", "devset", "videos", "film_real.mp4").read_bytes())
     srv.routes["/post"] = (200, {"Content-Type": "text/html"},
                            b'<html><body><video src="/v/film.mp4"></video></body></html>')
-    srv.routes["/v/other.mp4"] = (200, {"Content-Type": "video/mp4"},
-                                  shared("media", "devset", "videos", "dfdc_abofeumbvv_fake.mp4").read_bytes())
+    srv.routes["/v/other.mp4"] = (200, {"Content-Type": "video/mp4"},  # a clip no other test checks
+                                  shared("media", "devset", "face_clips", "fake_abhggqdift.mp4_0_0.mp4").read_bytes())
     yield srv
     srv.close()
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from urllib.parse import urlencode
 
 import aiohttp
@@ -43,7 +44,7 @@ async def slack(service):
     await fake.start()
     settings = BotSettings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
                            slack_api_url=fake.url + "/api/", api_url=service.base,
-                           api_token=service.token("slack-bot"))
+                           api_token=service.token(f"slack-{uuid.uuid4().hex[:8]}"))
     client = ServiceClient(settings.api_url, settings.api_token)
     app, bot = build_app(settings, client)
     runner = web.AppRunner(web_app(app))

@@ -3,6 +3,7 @@
 
 import asyncio
 import html
+import uuid
 
 import aiohttp
 import pytest
@@ -29,7 +30,7 @@ async def tg(service):
     fake = FakeTelegram(TOKEN)
     await fake.start()
     settings = BotSettings(telegram_bot_token=TOKEN, telegram_base_url=fake.url, api_url=service.base,
-                           api_token=service.token("telegram-bot"), user_rate_limit=3)
+                           api_token=service.token(f"telegram-{uuid.uuid4().hex[:8]}"), user_rate_limit=3)
     client = ServiceClient(settings.api_url, settings.api_token)
     app, bot = build_application(settings, client)
     await app.initialize()
