@@ -61,6 +61,10 @@ def _noop(_: ProgressEvent) -> None:
 class Analysis:
     report: R.Report
     gallery_png: bytes | None
+    # Each member's score under the same aggregation as the ensemble's (for evaluation).
+    member_scores: dict[str, float | None] = field(default_factory=dict)
+    # Every scored face as (ensemble score, {member: score}), for face-level metrics.
+    face_scores: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
 @dataclass
@@ -186,7 +190,14 @@ class Analyzer:
             report.timings_s = dict(timer.t)
         progress(ProgressEvent("done", report.verdict_label,
                                counts={"shots": len(report.shots), "faces": len(kept)}))
-        return Analysis(report, png)
+        members = {}
+        for m in self.ensemble.members:
+            name = m.member.name
+            members[name] = max_or_none(
+                max_or_none(cluster_score(faces[i].member_scores[name] for i in c) for c in clusters[k])
+                for k in clusters)
+        scored = [(faces[i].score, faces[i].member_scores) for i in kept]
+        return Analysis(report, png, members, scored)
 
     def _detect(self, path: Path, info: MediaInfo, spans: list[ShotSpan], progress: ProgressFn,
                 timer: _Timer):
