@@ -41,3 +41,17 @@ class BotSettings(BaseSettings):
     @property
     def model_card_url(self) -> str:
         return self.api_url.rstrip("/") + "/v1/model-card"
+
+
+def startup(platform: str) -> BotSettings:
+    """Logging and settings for a bot's own process; exits with a sentence if a token is missing."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    s = BotSettings()
+    if not getattr(s, f"{platform}_bot_token"):
+        raise SystemExit(f"{platform.upper()}_BOT_TOKEN is not set")
+    if not s.api_token:
+        raise SystemExit(f"DEEPFAKE_API_TOKEN is not set (create one with `deepfake-token create {platform}`)")
+    return s

@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from .core import NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly, \
     reply_from_view, stage_text
-from .settings import BotSettings
+from .settings import BotSettings, startup
 
 log = logging.getLogger(__name__)
 SHORTCUT_ID = "check_for_deepfake"
@@ -169,12 +169,7 @@ def web_app(app: AsyncApp) -> web.Application:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    s = BotSettings()
-    if not s.slack_bot_token:
-        raise SystemExit("SLACK_BOT_TOKEN is not set")
-    if not s.api_token:
-        raise SystemExit("DEEPFAKE_API_TOKEN is not set (create one with `deepfake-token create slack`)")
+    s = startup("slack")
     app, _ = build_app(s, ServiceClient(s.api_url, s.api_token))
     if s.slack_app_token:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler

@@ -26,7 +26,7 @@ from detector.modelcard import model_card
 
 from .core import (NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly,
                    reply_from_view, stage_text)
-from .settings import BotSettings
+from .settings import BotSettings, startup
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,7 @@ def build_application(settings: BotSettings, client: ServiceClient) -> tuple[App
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    s = BotSettings()
-    if not s.telegram_bot_token:
-        raise SystemExit("TELEGRAM_BOT_TOKEN is not set")
-    if not s.api_token:
-        raise SystemExit("DEEPFAKE_API_TOKEN is not set (create one with `deepfake-token create telegram`)")
+    s = startup("telegram")
     app, _ = build_application(s, ServiceClient(s.api_url, s.api_token))
     if s.telegram_webhook_url:
         app.run_webhook(listen=s.telegram_listen, port=s.telegram_port, url_path="telegram",

@@ -18,7 +18,7 @@ from bots.core import FRIENDLY, NO_LINK, ServiceClient
 from bots.settings import BotSettings
 from bots.slack_bot import SHORTCUT_ID, build_app, web_app
 
-from .conftest import LoopbackServer, shared
+from .conftest import shared
 from .fake_slack import FakeSlack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -29,13 +29,6 @@ def signed(body: str, secret: str = SECRET, ts: int | None = None) -> dict:
     sig = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": f"v0={sig}",
             "Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def media_server():
-    srv = LoopbackServer()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
@@ -68,11 +61,11 @@ def command_body(text: str) -> str:
                       "trigger_id": "1.2.3", "api_app_id": "A1", "token": "legacy"})
 
 
-async def test_slash_command_acks_posts_and_answers_in_the_thread(slack, media_server):
+async def test_slash_command_acks_posts_and_answers_in_the_thread(slack, loopback):
     fake, url, http = slack
-    media_server.routes["/v/dfdc.mp4"] = (200, {"Content-Type": "video/mp4"},
+    loopback.routes["/v/dfdc.mp4"] = (200, {"Content-Type": "video/mp4"},
                                           shared("media", "devset", "videos", "dfdc_abofeumbvv_fake.mp4").read_bytes())
-    body = command_body(f"{media_server.url('/v/dfdc.mp4')} please")
+    body = command_body(f"{loopback.url('/v/dfdc.mp4')} please")
     t0 = time.monotonic()
     async with http.post(url, data=body, headers=signed(body)) as r:
         assert r.status == 200
@@ -131,25 +124,25 @@ async def test_user_errors_in_slack(slack):
     assert "private or local network address" in upd["text"]
 
 
-async def test_a_page_without_media_gets_its_sentence(slack, media_server):
+async def test_a_page_without_media_gets_its_sentence(slack, loopback):
     fake, url, http = slack
-    media_server.routes["/article"] = (200, {"Content-Type": "text/html"}, b"<html><p>just words</p></html>")
-    body = command_body(media_server.url("/article"))
+    loopback.routes["/article"] = (200, {"Content-Type": "text/html"}, b"<html><p>just words</p></html>")
+    body = command_body(loopback.url("/article"))
     async with http.post(url, data=body, headers=signed(body)) as r:
         assert r.status == 200
     upd = await fake.wait_for(lambda m, p: m == "chat.update" and FRIENDLY["not-a-medium"] in p["text"])
     assert upd["channel"] == "C1"
 
 
-async def test_message_shortcut_and_mention_answer_in_that_thread(slack, media_server):
+async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopback):
     fake, url, http = slack
-    media_server.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+    loopback.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
                                         shared("media", "devset", "videos", "film_fake.mp4").read_bytes())
     payload = {"type": "message_action", "callback_id": SHORTCUT_ID, "trigger_id": "1.2",
                "team": {"id": "T1", "domain": "newsroom"}, "user": {"id": "U2", "name": "bo"},
                "channel": {"id": "C2", "name": "desk"}, "response_url": "http://127.0.0.1:9/unused",
                "message_ts": "1700000000.000100",
-               "message": {"type": "message", "text": f"seen on social: <{media_server.url('/film.mp4')}>",
+               "message": {"type": "message", "text": f"seen on social: <{loopback.url('/film.mp4')}>",
                            "ts": "1700000000.000100", "user": "U3"}, "token": "legacy", "api_app_id": "A1"}
     body = urlencode({"payload": json.dumps(payload)})
     async with http.post(url, data=body, headers=signed(body)) as r:
@@ -161,7 +154,7 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, media_s
     event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
              "event_id": "Ev1", "event_time": int(time.time()),
              "event": {"type": "app_mention", "user": "U4", "channel": "C3", "ts": "1700000001.000200",
-                       "text": f"<@UBOT> check {media_server.url('/film.mp4')}"}}
+                       "text": f"<@UBOT> check {loopback.url('/film.mp4')}"}}
     body = json.dumps(event)
     headers = signed(body)
     headers["Content-Type"] = "application/json"

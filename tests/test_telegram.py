@@ -12,17 +12,10 @@ from bots.core import FRIENDLY, NO_FACE, NO_LINK, RATE_LIMITED, ServiceClient
 from bots.settings import BotSettings
 from bots.telegram_bot import build_application
 
-from .conftest import LoopbackServer, _free_port, shared
+from .conftest import _free_port, shared
 from .fake_telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token"
-
-
-@pytest.fixture
-def media_server():
-    srv = LoopbackServer()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
@@ -50,10 +43,10 @@ def replies_to(fake, method, message_id):
     return [p for p in fake.calls_of(method) if (p.get("reply_parameters") or {}).get("message_id") == message_id]
 
 
-async def test_private_link_gets_status_edits_result_and_gallery(tg, media_server):
-    media_server.routes["/news/anchor.mp4"] = (200, {"Content-Type": "video/mp4"},
+async def test_private_link_gets_status_edits_result_and_gallery(tg, loopback):
+    loopback.routes["/news/anchor.mp4"] = (200, {"Content-Type": "video/mp4"},
                                                shared("media", "devset", "videos", "anchor_fake.mp4").read_bytes())
-    msg = tg.push(tg.message(f"is this real? {media_server.url('/news/anchor.mp4')}"))
+    msg = tg.push(tg.message(f"is this real? {loopback.url('/news/anchor.mp4')}"))
     photo = await tg.wait_for(lambda m, p: m == "sendPhoto")
     status = replies_to(tg, "sendMessage", msg["message_id"])
     assert status and status[0]["text"] == "Checking…"
@@ -71,10 +64,10 @@ async def test_private_link_gets_status_edits_result_and_gallery(tg, media_serve
     assert any(p["action"] == "upload_photo" for p in tg.calls_of("sendChatAction"))
 
 
-async def test_groups_only_answer_when_addressed(tg, media_server):
-    media_server.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+async def test_groups_only_answer_when_addressed(tg, loopback):
+    loopback.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
                                         shared("media", "devset", "videos", "film_fake.mp4").read_bytes())
-    link = media_server.url("/film.mp4")
+    link = loopback.url("/film.mp4")
     chatter = tg.push(tg.message(f"look {link}", chat_type="supergroup", chat_id=-100))
     await asyncio.sleep(3)
     assert not replies_to(tg, "sendMessage", chatter["message_id"])  # not addressed: ignored
