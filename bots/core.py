@@ -85,8 +85,6 @@ def friendly(problem: dict | None) -> str:
 def stage_text(event: dict) -> str:
     text = STAGE_TEXT.get(event.get("stage", ""), event.get("message") or "Working…")
     counts = event.get("counts") or {}
-    if isinstance(counts, str):
-        counts = json.loads(counts)
     bits = []
     if counts.get("shots"):
         bits.append(f"{counts['shots']} shot{'s' if counts['shots'] != 1 else ''}")
@@ -191,6 +189,22 @@ class ServiceClient:
         async with self.session.get(url) as r:
             return await r.read() if r.status == 200 else None
 
+    async def follow(self, view: dict, on_stage, on_event=None) -> dict:
+        """Follow a submitted job to its end: ``await on_stage(event)`` when a new stage
+        begins, ``await on_event(event)`` for every event; returns the final job view."""
+        if view["state"] in ("done", "failed"):
+            return view
+        stage = None
+        async for ev in self.events(view["id"]):
+            if ev.get("state") in ("done", "failed"):
+                break
+            if ev.get("stage") != stage:
+                stage = ev.get("stage")
+                await on_stage(ev)
+            if on_event is not None:
+                await on_event(ev)
+        return await self.view(view["id"])
+
     async def events(self, job_id: str, max_wait_s: float = 1800) -> AsyncIterator[dict]:
         """The job's progress events, ending with the terminal one; reconnects from the
         last event id when the stream breaks."""
@@ -239,6 +253,22 @@ class RateLimiter:
             return False
         q.append(now)
         return True
+
+
+class CheckBot:
+    """What both adapters hold: the service client, the per-user limit, and the checks in flight."""
+
+    def __init__(self, settings, client: ServiceClient):
+        self.settings = settings
+        self.client = client
+        self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
+        self.tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro) -> None:
+        """Run a check in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 RATE_LIMITED = "You've asked for several checks in a short time; please wait a few minutes and try again."

@@ -21,7 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .core import NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly, \
+from .core import NO_LINK, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly, \
     reply_from_view, stage_text
 from .settings import BotSettings, startup
 
@@ -53,18 +53,7 @@ def render_blocks(reply: Reply) -> list[dict]:
     return blocks
 
 
-class SlackCheckBot:
-    def __init__(self, settings: BotSettings, client: ServiceClient):
-        self.settings = settings
-        self.client = client
-        self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
-        self.tasks: set[asyncio.Task] = set()
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
+class SlackCheckBot(CheckBot):
     async def command(self, ack, command, client: AsyncWebClient) -> None:
         links = find_links(command.get("text"))
         if not links:
@@ -74,7 +63,7 @@ class SlackCheckBot:
             await ack(RATE_LIMITED)
             return
         await ack(f"Checking {links[0]} …")  # ephemeral, within Slack's 3 s
-        self._spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
+        self.spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
 
     async def _command_thread(self, client: AsyncWebClient, channel: str, user: str, url: str) -> None:
         try:
@@ -104,7 +93,7 @@ class SlackCheckBot:
         if not self.limiter.allow(user):
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
-        self._spawn(self.run(client, channel, thread_ts, links[0]))
+        self.spawn(self.run(client, channel, thread_ts, links[0]))
 
     async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str) -> None:
         status = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text="Checking…")
@@ -117,15 +106,7 @@ class SlackCheckBot:
 
         try:
             view = await self.client.submit_url(url)
-            if view["state"] not in ("done", "failed"):
-                stage = None
-                async for ev in self.client.events(view["id"]):
-                    if ev.get("state") in ("done", "failed"):
-                        break
-                    if ev.get("stage") != stage:
-                        stage = ev.get("stage")
-                        await update(stage_text(ev))
-                view = await self.client.view(view["id"])
+            view = await self.client.follow(view, lambda ev: update(stage_text(ev)))
             reply = reply_from_view(view)
             await update(reply.headline, render_blocks(reply))
             if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face

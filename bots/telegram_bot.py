@@ -11,7 +11,6 @@ and the gallery photo with "Full report" and "Model card" buttons.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import time
@@ -24,7 +23,7 @@ from telegram.ext import Application, ApplicationBuilder, CommandHandler, Contex
 
 from detector.modelcard import model_card
 
-from .core import (NO_LINK, RATE_LIMITED, RateLimiter, Reply, ServiceClient, ServiceError, find_links, friendly,
+from .core import (NO_LINK, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly,
                    reply_from_view, stage_text)
 from .settings import BotSettings, startup
 
@@ -76,13 +75,7 @@ def _links(msg: Message) -> list[str]:
     return find_links(msg.text or msg.caption, extra)
 
 
-class TelegramCheckBot:
-    def __init__(self, settings: BotSettings, client: ServiceClient):
-        self.settings = settings
-        self.client = client
-        self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
-        self.tasks: set[asyncio.Task] = set()
-
+class TelegramCheckBot(CheckBot):
     # -- commands ---------------------------------------------------------------------------
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(HELP)
@@ -129,10 +122,7 @@ class TelegramCheckBot:
                             "Send a link to it instead, or a shorter clip.")
             return
         status = await self._say(target, "Checking…")
-        task = asyncio.create_task(self._run(context, target, status, links[0] if links else None,
-                                             media, filename))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self._run(context, target, status, links[0] if links else None, media, filename))
 
     async def _say(self, target: Message, text: str, html_mode: bool = False) -> Message:
         return await target.get_bot().send_message(
@@ -160,19 +150,15 @@ class TelegramCheckBot:
                 tg_file = await bot.get_file(media.file_id)
                 data = bytes(await tg_file.download_as_bytearray())
                 view = await self.client.submit_file(data, filename)
-            if view["state"] not in ("done", "failed"):
-                last_text, last_action = None, 0.0
-                async for ev in self.client.events(view["id"]):
-                    if ev.get("state") in ("done", "failed"):
-                        break
-                    text = stage_text(ev)
-                    if ev.get("stage") != (last_text or ("", ""))[0]:
-                        await edit(text)
-                        last_text = (ev.get("stage"), text)
-                    if time.monotonic() - last_action > 4.0:
-                        last_action = time.monotonic()
-                        await bot.send_chat_action(target.chat_id, ChatAction.TYPING, message_thread_id=thread)
-                view = await self.client.view(view["id"])
+            last_action = 0.0
+
+            async def keep_typing(_ev) -> None:  # Telegram shows a chat action for about 5 s
+                nonlocal last_action
+                if time.monotonic() - last_action > 4.0:
+                    last_action = time.monotonic()
+                    await bot.send_chat_action(target.chat_id, ChatAction.TYPING, message_thread_id=thread)
+
+            view = await self.client.follow(view, lambda ev: edit(stage_text(ev)), keep_typing)
             reply = reply_from_view(view)
             await edit(render_html(reply), html_mode=True)
             if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face

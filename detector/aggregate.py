@@ -19,6 +19,3 @@ def max_or_none(scores: Iterable[float | None]) -> float | None:
     present = [s for s in scores if s is not None]
     return max(present) if present else None
 
-
-shot_score = max_or_none
-video_score = max_or_none

@@ -148,7 +148,8 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None) 
     if not faces_only:
         result["video_level"] = media.metrics()
     main = media if not faces_only else face_level
-    result.update({k: v for k, v in main.metrics()["ensemble"].items() if k in ("auc", "balanced_accuracy")})
+    top = result["face_level" if faces_only else "video_level"]["ensemble"]
+    result.update(auc=top["auc"], balanced_accuracy=top["balanced_accuracy"])
     result["per_manipulation"] = per_manipulation(main)
     result["_scores"] = main
     return result

@@ -95,7 +95,6 @@ def guarded_session(allow: list[str] | tuple[str, ...] = ()):
         def init_poolmanager(self, *args, **kwargs):
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
-            self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
 
     session = requests.Session()
     session.trust_env = False  # no proxies from the environment: the guard must see the real peer

@@ -125,11 +125,6 @@ class JobStore:
         return gone
 
 
-def problem_of(err) -> dict:
-    """The problem dict (RFC 9457 fields + our code) for a detector error."""
-    return err.to_dict()
-
-
 def fetched_fields(fetched) -> dict:
     d = asdict(fetched)
     d["path"] = str(Path(d["path"]))

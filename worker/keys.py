@@ -16,7 +16,6 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 TERMINAL = ("done", "failed")
-STATES = ("queued", "running", "done", "failed")
 
 
 def job(job_id: str) -> str:

@@ -49,8 +49,8 @@ def analyzer():
 
 @worker_process_init.connect
 def _load_models_after_fork(**_):
-    queues = set((app.amqp.queues.consume_from or {}).keys()) if app.amqp.queues.consume_from else {"analyze"}
-    if "analyze" in queues:
+    consumed = app.amqp.queues.consume_from  # None: every queue
+    if not consumed or "analyze" in consumed:
         try:
             analyzer()
         except DetectorError as e:  # e.g. no trained weights: jobs will fail with this problem

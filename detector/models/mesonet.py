@@ -32,7 +32,6 @@ class Inception(nn.Module):
         self.b3b = nn.Conv2d(c, c, 3, padding=2, dilation=2)
         self.b4a = nn.Conv2d(cin, d, 1)
         self.b4b = nn.Conv2d(d, d, 3, padding=3, dilation=3)
-        self.out_channels = a + b + c + d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = F.relu

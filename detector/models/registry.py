@@ -14,9 +14,6 @@ import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class DataConfig:
