@@ -116,6 +116,8 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     r = view["report"]
     if r["score"] is None:
         headline = f"{BAND_ICON['inconclusive']} {NO_FACE}"
+    elif r.get("verdict_note"):  # the reliability gate: no number presented as a finding
+        headline = f"{BAND_ICON['inconclusive']} {r['verdict_note']}"
     else:
         headline = (f"{BAND_ICON.get(r['verdict'], '')} {r['verdict_label']}: "
                     f"{r['score'] * 100:.0f}% probability that the faces were manipulated")
@@ -130,6 +132,27 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     return Reply(ok=True, headline=headline, verdict=r["verdict"], score=r["score"], shots=shots,
                  warnings=warnings, report_url=links.get("report_page"), gallery_url=links.get("gallery"),
                  seen_before=bool(view.get("seen_before")), title=r["source"].get("title"))
+
+
+def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
+    """(intended use, measured results, caveats) of the model card, as plain sentences."""
+    measured = []
+    for ev in card.get("evaluations", []):
+        lvl = ev.get("video_level") or ev.get("face_level")
+        if lvl and lvl["ensemble"].get("auc") is not None:
+            e = lvl["ensemble"]
+            what = "videos" if ev.get("video_level") else "faces"
+            measured.append(f"{ev['name']}: AUC {e['auc']:.2f}, balanced accuracy {e['balanced_accuracy']:.2f} "
+                            f"on {e['n']} {what}")
+    rob = card.get("robustness")
+    if rob and len(rob.get("rows", [])) > 1:
+        clean = rob["rows"][0]["balanced_accuracy"]
+        worst = min(r["balanced_accuracy"] for r in rob["rows"][1:])
+        measured.append(f"under a white-box attack (PGD) balanced accuracy falls from {clean:.2f} to {worst:.2f}")
+    trained = [m["name"] for m in card.get("members", []) if m.get("trained") and m.get("in_default_ensemble", True)]
+    if trained:
+        measured.append("detectors: " + ", ".join(trained))
+    return card.get("intended_use", ""), measured, card.get("caveats", [])
 
 
 # -- the service -------------------------------------------------------------------------
@@ -177,6 +200,14 @@ class ServiceClient:
         form.add_field("file", data, filename=filename, content_type="application/octet-stream")
         try:
             async with self.session.post(f"{self.base}/v1/checks", data=form) as r:
+                return await self._json(r)
+        except aiohttp.ClientError as e:
+            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+
+    async def model_card(self) -> dict:
+        """The service's model card (the API builds it from the worker's measurements)."""
+        try:
+            async with self.session.get(f"{self.base}/v1/model-card", headers={"Accept": "application/json"}) as r:
                 return await self._json(r)
         except aiohttp.ClientError as e:
             raise ServiceError({"code": "service-down", "detail": str(e)}) from e

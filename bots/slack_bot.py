@@ -21,7 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .core import NO_LINK, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly, \
+from .core import NO_LINK, about_lines, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly, \
     reply_from_view, stage_text
 from .settings import BotSettings, startup
 
@@ -55,6 +55,9 @@ def render_blocks(reply: Reply) -> list[dict]:
 
 class SlackCheckBot(CheckBot):
     async def command(self, ack, command, client: AsyncWebClient) -> None:
+        if (command.get("text") or "").strip().lower() in ("about", "help", "model card"):
+            await ack(await self.about_text())  # ephemeral
+            return
         links = find_links(command.get("text"))
         if not links:
             await ack(NO_LINK)
@@ -64,6 +67,17 @@ class SlackCheckBot(CheckBot):
             return
         await ack(f"Checking {links[0]} …")  # ephemeral, within Slack's 3 s
         self.spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
+
+    async def about_text(self) -> str:
+        try:
+            card = await self.client.model_card()
+        except ServiceError as e:
+            return friendly(e.problem)
+        use, measured, caveats = about_lines(card)
+        return (f"*About these checks*\n{mrkdwn_escape(use)}\n\n*Measured*\n"
+                + "\n".join(f"• {mrkdwn_escape(m)}" for m in measured)
+                + "\n\n*Limits*\n" + "\n".join(f"• {mrkdwn_escape(c)}" for c in caveats)
+                + f"\n<{self.settings.model_card_url}|Model card>")
 
     async def _command_thread(self, client: AsyncWebClient, channel: str, user: str, url: str) -> None:
         try:

@@ -21,9 +21,8 @@ from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
 
-from detector.modelcard import model_card
 
-from .core import (NO_LINK, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly,
+from .core import (NO_LINK, about_lines, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly,
                    reply_from_view, stage_text)
 from .settings import BotSettings, startup
 
@@ -81,11 +80,15 @@ class TelegramCheckBot(CheckBot):
         await update.effective_message.reply_text(HELP)
 
     async def about(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        card = model_card()
-        trained = [m["name"] for m in card["members"] if m["trained"]]
-        text = (f"<b>About these checks</b>\n{html.escape(card['intended_use'])}\n\n"
-                + "\n".join(f"• {html.escape(c)}" for c in card["caveats"])
-                + f"\n\nDetectors in use: {html.escape(', '.join(trained))}."
+        try:
+            card = await self.client.model_card()
+        except ServiceError as e:
+            await update.effective_message.reply_text(friendly(e.problem))
+            return
+        use, measured, caveats = about_lines(card)
+        text = (f"<b>About these checks</b>\n{html.escape(use)}\n\n<b>Measured</b>\n"
+                + "\n".join(f"• {html.escape(m)}" for m in measured)
+                + "\n\n<b>Limits</b>\n" + "\n".join(f"• {html.escape(c)}" for c in caveats)
                 + f'\n<a href="{html.escape(self.settings.model_card_url, quote=True)}">Model card</a>')
         await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
 

@@ -92,6 +92,7 @@ export function summarise(view) {
     const r = view.report;
     out.report = {
       score: r.score, verdict: r.verdict, verdictLabel: r.verdict_label, kind: r.media.kind,
+      note: r.verdict_note || null,
       title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
         .map(w => w.message),
       shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected })),

@@ -29,11 +29,11 @@ function detail(c) {
     return card;
   }
   const r = c.report;
-  const band = r.score === null ? "inconclusive" : r.verdict;
+  const band = r.score === null || r.note ? "inconclusive" : r.verdict;
   const v = el("div", { class: `verdict band-${band}` },
-    el("div", { class: "score", text: r.score === null ? "No score" : pct(r.score) }),
+    el("div", { class: "score", text: r.score === null ? "No score" : r.note ? BANDS.inconclusive : pct(r.score) }),
     el("div", { text: r.score === null ? "No face was found to analyse."
-                                       : `${BANDS[band]}: probability that the faces were manipulated` }));
+                    : r.note ? r.note : `${BANDS[band]}: probability that the faces were manipulated` }));
   card.append(v);
   if (c.seenBefore) card.append(el("div", { class: "muted", text: "Checked before; this is the stored result." }));
   for (const w of r.warnings || []) card.append(el("div", { class: "warn", text: w }));

@@ -71,6 +71,8 @@ def summary(report: Report) -> str:
     lines = []
     score = "no score" if report.score is None else f"{report.score * 100:.1f}% probability of manipulation"
     lines.append(f"{report.verdict_label.upper()}: {score}")
+    if report.verdict_note:
+        lines.append(report.verdict_note)
     m = report.media
     what = (f"video {m.width}x{m.height}, {m.duration_s:.1f} s at {m.fps:.2f} fps"
             if m.kind == "video" else f"image {m.width}x{m.height}")

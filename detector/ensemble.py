@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .calibration import Platt
 from .errors import DetectorError, NoTrainedWeights
 from .manifest import Manifest, Member
 from .weights import WeightStore, load_state_dict
@@ -35,6 +36,7 @@ class MemberModel:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights_sha256: str
+    calibration: Platt | None = None
 
     @classmethod
     def load(cls, member: Member, store: WeightStore, device: str) -> "MemberModel":
@@ -42,21 +44,32 @@ class MemberModel:
 
         path = store.verified_path(member)
         model = create_model(member.architecture)
-        model.load_state_dict(load_state_dict(member, path), strict=True)
+        model.load_state_dict(load_state_dict(member, path, model), strict=True)
         model.eval().to(device)
         cfg = model.data_config
         return cls(member, model, member.input_size or cfg.input_size,
                    tuple(member.mean or cfg.mean), tuple(member.std or cfg.std),
-                   member.weights.sha256)
+                   store.expected_sha256(member),
+                   Platt.model_validate(member.calibration) if member.calibration else None)
 
-    def predict(self, batch):
-        """Fake probabilities for a float tensor (N, 3, H, W) in [0, 1] on the device."""
+    def logits(self, batch):
+        """The fake logit for a float tensor (N, 3, H, W) in [0, 1] on the device
+        (differentiable: the adversarial evaluation attacks through it)."""
         import torch
 
         mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        z = self.model((batch - mean) / std).float()
+        if self.calibration is not None:
+            z = self.calibration.a * z + self.calibration.b
+        return z
+
+    def predict(self, batch):
+        """Calibrated fake probabilities for a float tensor (N, 3, H, W) in [0, 1]."""
+        import torch
+
         with torch.inference_mode():
-            return torch.sigmoid(self.model((batch - mean) / std).float())
+            return torch.sigmoid(self.logits(batch))
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,9 @@ class Ensemble:
     def candidates(self) -> list[Member]:
         if self.names:
             return [self.manifest.get(n) for n in self.names]
-        return [m for m in self.manifest.members if m.default]
+        # Default members, and optional ones (public detectors) once their weights are installed.
+        return [m for m in self.manifest.members
+                if m.default or (m.weights is not None and self.store.status(m) == "verified")]
 
     def load(self) -> "Ensemble":
         if self.members:

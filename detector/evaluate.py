@@ -114,12 +114,23 @@ def read_labels(csv_path: Path) -> list[dict]:
     return rows
 
 
-def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None) -> dict:
+def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
+             split_by: str | None = None, limit: int | None = None) -> dict:
+    """``split_by``: evaluate only the validation split by that column (the rows that
+    ``deepfake-train`` holds out); ``limit``: a balanced subset of at most that many rows."""
     from PIL import Image
 
     from .fetch import fetch
+    from .splits import balanced_subset, split_by_group
 
     rows = read_labels(csv_path)
+    idx = np.arange(len(rows))
+    if split_by:
+        if split_by not in rows[0]:
+            raise SystemExit(f"{csv_path}: no column {split_by!r}")
+        _, idx = split_by_group([r[split_by] for r in rows])
+    idx = balanced_subset([int(r["label"] == "fake") for r in rows], idx, limit)
+    rows = [rows[i] for i in idx]
     media, face_level = Scores(), Scores()
     skipped = []
     for i, row in enumerate(rows):
@@ -221,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--faces", action="store_true", help="each listed image is one cropped face")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="folder for roc.png and reliability.png")
+    p.add_argument("--split-by", metavar="COL", help="only the validation split by COL (as deepfake-train holds out)")
+    p.add_argument("--limit", type=int, help="a balanced subset of at most this many rows")
+    p.add_argument("--save", type=Path, help="write the JSON result to this file too")
     p.add_argument("--device")
     p.add_argument("--frames-per-shot", type=int)
     a = p.parse_args(argv)
@@ -236,10 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepfake-eval: {e.detail}", file=sys.stderr)
         return 1
     res = evaluate(a.labels, analyzer, a.faces,
-                   progress=lambda i, n, path: print(f"  [{i + 1}/{n}] {path}", file=sys.stderr))
+                   progress=lambda i, n, path: print(f"  [{i + 1}/{n}] {path}", file=sys.stderr),
+                   split_by=a.split_by, limit=a.limit)
     sc = res.pop("_scores")
     files = plots(sc, a.out)
     res["plots"] = [str(f) for f in files]
+    res["data"] = {"labels": str(a.labels), "split": f"validation by {a.split_by}" if a.split_by else "all",
+                   "faces_only": a.faces, "members": [m.member.name for m in analyzer.ensemble.members]}
+    if a.save:
+        a.save.parent.mkdir(parents=True, exist_ok=True)
+        a.save.write_text(json.dumps(res, indent=2))
     if a.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -33,8 +33,10 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     panel_w = width / cols
     fig = plt.figure(figsize=(width, panel_w * aspect * rows + 0.8 * rows + 0.6), dpi=110)
     fig.patch.set_facecolor("white")
-    colour = score_colour(report.score)
-    fig.suptitle(f"{report.verdict_label}: {fmt_score(report.score) if report.score is not None else 'no score'}",
+    colour = score_colour(None if report.verdict_note else report.score)
+    headline = ("no score" if report.score is None else
+                "not reliable here, see the report" if report.verdict_note else fmt_score(report.score))
+    fig.suptitle(f"{report.verdict_label}: {headline}",
                  fontsize=20, fontweight="bold", color=colour, y=0.995)
     for k, shot in enumerate(shots):
         ax = fig.add_subplot(rows, cols, k + 1)

@@ -18,10 +18,15 @@ PACKAGED = Path(__file__).with_name("manifest.json")
 
 
 class WeightsRef(BaseModel):
+    # https://... or package://<path inside the detector package> (shipped in the repository)
     url: str
-    sha256: str
+    # None: the publisher gives no checksum; the file is scored only after the user
+    # pins the sha256 of the copy they trust (``deepfake-weights import-public``).
+    sha256: str | None = None
     filename: str
-    format: Literal["safetensors", "keras-h5-mesonet"]
+    # safetensors / keras-h5-mesonet: this project's layouts. dfdc-selimsef and
+    # sbi-efficientnet-pytorch: public detectors' own files, key-mapped on load.
+    format: Literal["safetensors", "keras-h5-mesonet", "dfdc-selimsef", "sbi-efficientnet-pytorch"]
     size_bytes: int | None = None
 
 
@@ -38,6 +43,9 @@ class Member(BaseModel):
     licence: str = "unknown"
     training_data: str = "untrained"
     metrics: dict[str, float] = Field(default_factory=dict)
+    # Platt scaling of the fake logit, fitted on a validation split (detector.calibration).
+    calibration: dict | None = None
+    training_record: str | None = None  # file beside the weights: how they were made
     default: bool = True  # part of the default ensemble when its weights are present
 
 

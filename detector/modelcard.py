@@ -1,12 +1,22 @@
-"""The model card as data: what the ensemble is, what it was trained on, its limits.
+"""The model card as data, generated from the manifest and the stored measurements.
 
-Built from the manifest (no torch needed), served by the API and summarised by the bots.
+``detector/measurements/*.json`` hold what ``deepfake-eval --save``,
+``deepfake-robustness --out`` and ``deepfake-weights calibrate`` measured (each file
+says on what data and with which members); nothing in the card's numbers is typed by
+hand. No torch is needed: the API and the bots build it from files. ``summary()`` is the
+short text the bots send.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from . import gate
 from .manifest import Manifest, load_manifest
 from .report import AUTHENTIC_BELOW, MANIPULATED_FROM, REPORT_VERSION
+
+MEASUREMENTS = Path(__file__).with_name("measurements")
 
 INTENDED_USE = (
     "A first-pass signal for journalists and fact-checkers: it estimates how likely it is that the faces "
@@ -17,24 +27,93 @@ CAVEATS = [
     "It judges faces only: a medium without a detectable face gets no score, and manipulations that do "
     "not touch faces (cheap edits, misleading context, synthetic voices) are not detected.",
     f"Bands: below {AUTHENTIC_BELOW:.0%} likely authentic, from {MANIPULATED_FROM:.0%} likely manipulated, "
-    "uncertain between. The scores are not calibrated probabilities yet.",
-    "The detectors in use today are the public MesoNet models (2018), trained on older face-swap and "
-    "Face2Face data; they miss many recent deepfakes and can flag heavily compressed real videos.",
-    "Small, dark, blurred or heavily compressed faces make the scores less reliable.",
+    "uncertain between. Each detector's output is calibrated on held-out DFDC faces; on other sources the "
+    "probabilities are less exact.",
+    "The result says 'inconclusive' instead of giving a verdict when the faces are too small, the file is "
+    "heavily compressed, or too few frames show a face: the detectors' numbers are not evidence there.",
+    "The detectors were trained on research datasets (DFDC, FaceForensics-era face swaps). New generation "
+    "methods, filters and re-encodings can fool them; a low score does not prove a medium authentic.",
+    "A deliberate attacker who knows the models can make a fake face pass (see 'Robustness').",
     "A video's score is that of its most suspicious shot and person: one manipulated face is enough.",
 ]
 
+VERSION_HISTORY = [
+    {"report_version": "1.0.0", "change": "MeVer pipeline with the public MesoNet detectors (2018); "
+                                          "uncalibrated scores."},
+    {"report_version": "1.1.0", "change": "Detectors trained here on DFDC faces with Self-Blended Images "
+                                          "join the ensemble; every member calibrated; reliability gate "
+                                          "(inconclusive because ...); public DFDC-winner and SBI checkpoints "
+                                          "can be installed."},
+]
 
-def model_card(manifest: Manifest | None = None) -> dict:
+
+def _read(name: str, folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _level(m: dict | None) -> dict | None:
+    if not m:
+        return None
+    return {"ensemble": m["ensemble"], "members": m["members"]}
+
+
+def measurements(folder: Path = MEASUREMENTS) -> dict:
+    """Every stored evaluation, in the card's shape."""
+    out: dict = {"evaluations": [], "robustness": None}
+    for f in sorted(folder.glob("eval-*.json")) if folder.is_dir() else []:
+        res = json.loads(f.read_text())
+        out["evaluations"].append({
+            "name": f.stem[len("eval-"):],
+            "data": res.get("data", {}),
+            "rows": res.get("rows"),
+            "video_level": _level(res.get("video_level")),
+            "face_level": _level(res.get("face_level")),
+            "per_manipulation": res.get("per_manipulation", {}),
+        })
+    out["robustness"] = _read("robustness.json", folder)
+    return out
+
+
+def model_card(manifest: Manifest | None = None, folder: Path = MEASUREMENTS) -> dict:
     manifest = manifest or load_manifest()
+    meas = measurements(folder)
     return {
         "report_version": REPORT_VERSION,
         "intended_use": INTENDED_USE,
         "caveats": CAVEATS,
         "bands": {"likely_authentic_below": AUTHENTIC_BELOW, "likely_manipulated_from": MANIPULATED_FROM},
+        "reliability_gate": {"min_face_px": gate.MIN_FACE_PX, "min_video_bits_per_pixel": gate.MIN_VIDEO_BPP,
+                             "min_jpeg_quality": gate.MIN_JPEG_QUALITY, "min_face_frames": gate.MIN_FACE_FRAMES},
         "members": [{
             "name": m.name, "version": m.version, "architecture": m.architecture,
-            "trained": m.weights is not None, "licence": m.licence, "training_data": m.training_data,
-            "description": m.description, "metrics": m.metrics,
+            "trained": m.weights is not None, "in_default_ensemble": m.default, "licence": m.licence,
+            "training_data": m.training_data, "description": m.description, "metrics": m.metrics,
+            "calibration": m.calibration,
         } for m in manifest.members],
+        "evaluations": meas["evaluations"],
+        "robustness": meas["robustness"],
+        "version_history": VERSION_HISTORY,
     }
+
+
+def summary(card: dict) -> list[str]:
+    """A few plain lines for a chat: what is measured, on what, and the main limits."""
+    lines = []
+    for ev in card.get("evaluations", []):
+        lvl = ev.get("video_level") or ev.get("face_level")
+        if not lvl:
+            continue
+        e = lvl["ensemble"]
+        what = "videos" if ev.get("video_level") else "faces"
+        if e.get("auc") is not None:
+            lines.append(f"{ev['name']}: AUC {e['auc']:.2f}, balanced accuracy {e['balanced_accuracy']:.2f} "
+                         f"on {e['n']} {what}.")
+    rob = card.get("robustness")
+    if rob:
+        clean = rob["rows"][0]["balanced_accuracy"]
+        worst = min(r["balanced_accuracy"] for r in rob["rows"][1:]) if len(rob["rows"]) > 1 else clean
+        lines.append(f"Under a white-box attack (PGD) balanced accuracy falls from {clean:.2f} to {worst:.2f}.")
+    return lines

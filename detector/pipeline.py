@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import gate
 from . import report as R
 from .aggregate import cluster_score, max_or_none
 from .cluster import cluster_faces
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_MAX_SIDE = 640
 THUMB_SIDE = 112
-SMALL_FACE_PX = 64
 FRAME_BATCH = 16
 
 
@@ -321,12 +321,6 @@ class Analyzer:
             if unscored and info.kind == "video":
                 warnings.append(R.Warning_(code="shots_without_faces",
                                            message=f"No face was scored in shot(s) {', '.join(map(str, unscored))}."))
-            scored = [f for f in faces if f.score is not None]
-            sizes = sorted(min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in scored)
-            if sizes and sizes[len(sizes) // 2] < SMALL_FACE_PX:
-                warnings.append(R.Warning_(code="small_faces",
-                                           message=f"Most faces are small (median {sizes[len(sizes) // 2]:.0f} px); "
-                                           "scores on small faces are less reliable."))
         skipped = self.ensemble.skipped
         if skipped:
             warnings.append(R.Warning_(code="members_not_scored", message=(
@@ -335,7 +329,13 @@ class Analyzer:
         models = [R.ModelInfo(name=m.member.name, version=m.member.version, architecture=m.member.architecture,
                               weights_sha256=m.weights_sha256, input_size=m.input_size, licence=m.member.licence,
                               training_data=m.member.training_data) for m in self.ensemble.members]
-        verdict = R.verdict_for(overall)
+        kept = [faces[i] for cl in clusters.values() for c in cl for i in c]
+        gate_reasons = gate.reasons(
+            kind=info.kind, path=fetched.path, size_bytes=fetched.size_bytes, width=info.width,
+            height=info.height, fps=info.fps, duration_s=info.duration_s, scored=overall is not None,
+            face_sides=[min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in kept],
+            face_frames=len({(f.shot, f.frame_index) for f in kept}))
+        verdict = R.verdict_for(overall) if not gate_reasons else R.Verdict.inconclusive
         image_faces = [face_model(faces[i]) for cl in clusters.get(0, []) for i in cl] \
             if info.kind == "image" else []
         return R.Report(
@@ -348,7 +348,9 @@ class Analyzer:
                           frame_count=info.frame_count,
                           duration_s=round(info.duration_s, 3) if info.duration_s else None),
             shots=shots, faces=image_faces, models=models, timings_s=dict(timer.t),
-            warnings=warnings, device=self.device), keyframes
+            warnings=warnings, device=self.device,
+            inconclusive_reasons=[R.Warning_(code=r.code, message=r.message) for r in gate_reasons],
+            verdict_note=gate.sentence(gate_reasons) or None), keyframes
 
 
 def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,

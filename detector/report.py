@@ -14,9 +14,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-REPORT_VERSION = "1.0.0"
+REPORT_VERSION = "1.1.0"  # 1.1: reliability gate (inconclusive_reasons), calibrated members
 
-# Score bands. Uncalibrated until the model issue calibrates the members.
+# Score bands over the ensemble's mean of *calibrated* member probabilities (each member
+# Platt-scaled on a validation split, detector.calibration): under 0.35 the faces are
+# more than 65% likely authentic, from 0.65 more than 65% likely manipulated.
 AUTHENTIC_BELOW = 0.35
 MANIPULATED_FROM = 0.65
 
@@ -156,6 +158,10 @@ class Report(BaseModel):
     models: list[ModelInfo]
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[Warning_] = Field(default_factory=list)
+    # The reliability gate (detector.gate): when not empty the verdict is inconclusive
+    # and ``verdict_note`` says why; ``score`` is kept for experts, not shown as a finding.
+    inconclusive_reasons: list[Warning_] = Field(default_factory=list)
+    verdict_note: str | None = None
     device: str
 
     def to_json(self, **kw) -> str:

@@ -19,6 +19,9 @@ from .manifest import Member
 
 log = logging.getLogger(__name__)
 
+PACKAGE_SCHEME = "package://"
+PACKAGE_ROOT = Path(__file__).parent  # package://trained/x -> detector/trained/x
+
 
 class WeightStore:
     def __init__(self, root: Path):
@@ -29,14 +32,36 @@ class WeightStore:
             raise NoTrainedWeights(f"{member.name} has no trained weights in the manifest.")
         return self.root / member.name / member.weights.filename
 
+    def expected_sha256(self, member: Member) -> str | None:
+        """The manifest's sha256, or for a public file without one, the user's pin."""
+        if member.weights.sha256:
+            return member.weights.sha256
+        try:
+            return json.loads((self.root / "pins.json").read_text()).get(member.name)
+        except (OSError, ValueError):
+            return None
+
+    def pin(self, member: Member, sha256: str) -> None:
+        pins_path = self.root / "pins.json"
+        try:
+            pins = json.loads(pins_path.read_text())
+        except (OSError, ValueError):
+            pins = {}
+        pins[member.name] = sha256
+        self.root.mkdir(parents=True, exist_ok=True)
+        pins_path.write_text(json.dumps(pins, indent=2))
+
     def status(self, member: Member) -> str:
-        """'verified', 'missing', 'mismatch' or 'untrained'."""
+        """'verified', 'missing', 'mismatch', 'unpinned' or 'untrained'."""
         if member.weights is None:
             return "untrained"
         path = self.path_for(member)
         if not path.is_file():
             return "missing"
-        return "verified" if self._verified(path, member.weights.sha256) else "mismatch"
+        expected = self.expected_sha256(member)
+        if expected is None:
+            return "unpinned"
+        return "verified" if self._verified(path, expected) else "mismatch"
 
     def verified_path(self, member: Member) -> Path:
         """The path of the member's weights, or raise if absent or not matching."""
@@ -47,8 +72,12 @@ class WeightStore:
             raise NoTrainedWeights(f"{member.name}: weights not in the cache ({self.path_for(member)}).")
         if st == "mismatch":
             raise WeightsVerificationError(
-                f"{member.name}: {self.path_for(member)} does not match sha256 {member.weights.sha256}; "
+                f"{member.name}: {self.path_for(member)} does not match sha256 {self.expected_sha256(member)}; "
                 "delete it and fetch it again.")
+        if st == "unpinned":
+            raise WeightsVerificationError(
+                f"{member.name}: its publisher gives no sha256 and none is pinned; import the file with "
+                "`deepfake-weights import-public NAME FILE --sha256 HASH` after checking it.")
         return self.path_for(member)
 
     def _verified(self, path: Path, expected: str) -> bool:
@@ -72,9 +101,10 @@ class WeightStore:
 
     def _install(self, member: Member, src: Path) -> Path:
         got = sha256_of(src)
-        if got != member.weights.sha256:
+        expected = self.expected_sha256(member)
+        if got != expected:
             raise WeightsVerificationError(
-                f"{member.name}: {src} has sha256 {got}, the manifest expects {member.weights.sha256}.")
+                f"{member.name}: {src} has sha256 {got}, expected {expected or '(nothing pinned)'}.")
         dest = self.path_for(member)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
@@ -105,6 +135,16 @@ class WeightStore:
             raise NoTrainedWeights(f"{member.name} has no weights URL in the manifest.")
         if self.status(member) == "verified":
             return self.path_for(member)
+        if member.weights.sha256 is None:
+            raise NoTrainedWeights(
+                f"{member.name}: its publisher gives no checksum, so it is not downloaded automatically. "
+                f"Download it from {member.weights.url}, check it, then "
+                f"`deepfake-weights import-public {member.name} FILE --sha256 HASH`.")
+        if member.weights.url.startswith(PACKAGE_SCHEME):  # shipped in the repository
+            src = PACKAGE_ROOT / member.weights.url[len(PACKAGE_SCHEME):]
+            if not src.is_file():
+                raise NoTrainedWeights(f"{member.name}: {src} is not in this checkout.")
+            return self._install(member, src)
         with tempfile.TemporaryDirectory() as tmp:
             part = Path(tmp) / member.weights.filename
             try:
@@ -118,9 +158,14 @@ class WeightStore:
             return self._install(member, part)
 
 
-def load_state_dict(member: Member, path: Path):
-    """Read a verified weights file into a PyTorch state dict, by the manifest's format."""
+def load_state_dict(member: Member, path: Path, model=None):
+    """Read a verified weights file into a PyTorch state dict, by the manifest's format
+    (public layouts are key-mapped onto ``model``)."""
     fmt = member.weights.format
+    if fmt in ("dfdc-selimsef", "sbi-efficientnet-pytorch"):
+        from .models.checkpoints import load_public
+
+        return load_public(fmt, path, model)
     if fmt == "safetensors":
         from safetensors.torch import load_file
 

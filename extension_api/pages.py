@@ -58,7 +58,11 @@ def report_page(view: dict, model_card_url: str) -> str:
             if origin and origin.startswith("http") else escape(src.get("title") or origin or ""))
     parts = [f"<h1>Deepfake check</h1><p class='muted'>{link} · {escape(what)}</p>",
              f'<div class="verdict" style="background:{colour}"><div class="score">{escape(_pct(r["score"]))}'
-             f'</div><div>{escape(r["verdict_label"])}: probability that the faces were manipulated</div></div>']
+             f'</div><div>{escape(r["verdict_label"])}: probability that the faces were manipulated</div></div>'
+             if not r.get("verdict_note") else
+             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(r["verdict_label"])}'
+             f'</div><div>{escape(r["verdict_note"])} (The models said {escape(_pct(r["score"]))}; '
+             'read it as no evidence either way.)</div></div>']
     if view.get("seen_before"):
         parts.append('<p class="muted">This medium was checked before; this is the stored result.</p>')
     operator_notes = [w for w in r.get("warnings", []) if w["code"] in OPERATOR_WARNINGS]
@@ -88,14 +92,56 @@ def report_page(view: dict, model_card_url: str) -> str:
     return page(f"Deepfake check: {r['verdict_label']} ({_pct(r['score'])})", "".join(parts))
 
 
+def _num(v, fmt="{:.3f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
 def model_card_page(card: dict) -> str:
     rows = "".join(
         f"<tr><td>{escape(m['name'])}</td><td>{escape(m['version'])}</td><td>{escape(m['architecture'])}</td>"
-        f"<td>{'yes' if m['trained'] else 'no (never scored)'}</td><td>{escape(m['licence'])}</td>"
-        f"<td>{escape(m['training_data'])}</td></tr>" for m in card["members"])
+        f"<td>{'yes' if m['trained'] else 'no (never scored)'}"
+        f"{'' if m.get('in_default_ensemble', True) else ' · optional, used once installed'}</td>"
+        f"<td>{escape(m['licence'])}</td><td>{escape(m['training_data'])}</td></tr>" for m in card["members"])
     caveats = "".join(f"<li>{escape(c)}</li>" for c in card["caveats"])
-    body = (f"<h1>Model card</h1><p>{escape(card['intended_use'])}</p><h2>Caveats</h2><ul>{caveats}</ul>"
-            "<h2>Ensemble members</h2><table><tr><th>name</th><th>version</th><th>architecture</th>"
-            f"<th>trained weights</th><th>licence</th><th>training data</th></tr>{rows}</table>"
-            f"<p class='muted'>Report version {escape(card['report_version'])}.</p>")
-    return page("Model card", body)
+    parts = [f"<h1>Model card</h1><p>{escape(card['intended_use'])}</p><h2>Caveats</h2><ul>{caveats}</ul>",
+             "<h2>Ensemble members</h2><table><tr><th>name</th><th>version</th><th>architecture</th>"
+             f"<th>trained weights</th><th>licence</th><th>training data</th></tr>{rows}</table>"]
+    for ev in card.get("evaluations", []):
+        d = ev.get("data", {})
+        parts.append(f"<h2>Evaluation: {escape(ev['name'])}</h2><p class='muted'>{escape(str(d.get('labels', '')))}"
+                     f" · {escape(str(d.get('split', '')))} · {escape(str(ev.get('rows') or ''))} items</p>")
+        for title, key in (("video level", "video_level"), ("face level", "face_level")):
+            lvl = ev.get(key)
+            if not lvl:
+                continue
+            body = "".join(f"<tr><td>{escape(n)}</td><td>{m['n']}</td><td>{_num(m['auc'])}</td>"
+                           f"<td>{_num(m['balanced_accuracy'])}</td></tr>"
+                           for n, m in [("ensemble", lvl["ensemble"])] + list(lvl["members"].items()))
+            parts.append(f"<h3>{title}</h3><table><tr><th>model</th><th>n</th><th>AUC</th>"
+                         f"<th>balanced accuracy</th></tr>{body}</table>")
+        pm = ev.get("per_manipulation") or {}
+        if pm:
+            body = "".join(f"<tr><td>{escape(k)}</td><td>{v['n']}</td><td>{_num(v['mean_score'])}</td>"
+                           f"<td>{_num(v['accuracy'])}</td></tr>" for k, v in pm.items())
+            parts.append("<h3>per manipulation (ensemble)</h3><table><tr><th>group</th><th>n</th>"
+                         f"<th>mean score</th><th>accuracy</th></tr>{body}</table>")
+    rob = card.get("robustness")
+    if rob:
+        body = "".join(f"<tr><td>{escape(r['attack'])}</td><td>{escape(r['norm'] or '–')}</td>"
+                       f"<td>{_num(r['eps'], '{:.4g}')}</td><td>{r['iterations']}</td>"
+                       f"<td>{_num(r['balanced_accuracy'])}</td><td>{_num(r.get('fakes_detected'), '{:.0%}')}</td></tr>"
+                       for r in rob["rows"])
+        parts.append(f"<h2>Robustness</h2><p>PGD on the whole ensemble pushing fake faces towards 'real' "
+                     f"({escape(str(rob.get('data', '')))}).</p><table><tr><th>attack</th><th>norm</th>"
+                     f"<th>ε</th><th>iterations</th><th>balanced accuracy</th><th>fakes caught</th></tr>{body}</table>")
+    g = card.get("reliability_gate")
+    if g:
+        parts.append("<h2>Reliability gate</h2><p>'Inconclusive' instead of a verdict when the median face is under "
+                     f"{g['min_face_px']} px, a video has under {g['min_video_bits_per_pixel']} bits per pixel, a JPEG "
+                     f"has quality under {g['min_jpeg_quality']}, or fewer than {g['min_face_frames']} frames show a "
+                     "scored face.</p>")
+    hist = "".join(f"<li><b>{escape(h['report_version'])}</b>: {escape(h['change'])}</li>"
+                   for h in card.get("version_history", []))
+    parts.append(f"<h2>Version history</h2><ul>{hist}</ul>"
+                 f"<p class='muted'>Report version {escape(card['report_version'])}.</p>")
+    return page("Model card", "".join(parts))

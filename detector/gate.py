@@ -1,0 +1,107 @@
+"""The reliability gate: when a score should not be read as a verdict.
+
+The detectors were trained and measured on faces of a certain size, from frames of a
+certain quality; outside that range their numbers are not evidence. The gate gives
+the reasons ("inconclusive because ...") and the pipeline then reports the verdict
+*inconclusive*, with the number kept in the report for experts but not shown as a
+finding. Thresholds, and why:
+
+* no face: the detector judges faces only.
+* faces too small: median scored face under ``MIN_FACE_PX`` (64 px) on its shorter
+  side. The crops are upscaled 3.5-4.7x to the members' 224-300 px; the blending
+  artefacts they look for do not survive that.
+* heavy compression: a video under ``MIN_VIDEO_BPP`` bits per pixel per frame
+  (0.015: 0.9 Mbit/s at 1080p30, 0.1 Mbit/s at 360p30; the devset's and DFDC's
+  videos lie at 0.036-0.13), or a JPEG whose quantisation tables estimate a quality
+  under ``MIN_JPEG_QUALITY`` (50). Compression removes the high frequencies the
+  members rely on; both the MeVer and the SBI papers report large drops there.
+* too few frames: a video whose score rests on fewer than ``MIN_FACE_FRAMES`` (3)
+  frames with a scored face: one odd frame can decide a max over shots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MIN_FACE_PX = 64
+MIN_VIDEO_BPP = 0.015
+MIN_JPEG_QUALITY = 50
+MIN_FACE_FRAMES = 3
+
+# The IJG standard luminance quantisation table (natural order), quality 50.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+
+
+def jpeg_quality(path: Path) -> float | None:
+    """The IJG quality (1-100) a JPEG's luminance table corresponds to; None if not a JPEG."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            tables = getattr(im, "quantization", None)
+            if im.format != "JPEG" or not tables:
+                return None
+            table = np.asarray(tables[0], np.float64)
+    except OSError:
+        return None
+    if table.size != 64:
+        return None
+    scale = float(np.mean(table * 100.0 / _IJG_LUMA))
+    return (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+
+
+def video_bpp(size_bytes: int, width: int, height: int, fps: float | None, duration_s: float | None) -> float | None:
+    if not (fps and duration_s and width and height):
+        return None
+    return size_bytes * 8.0 / (duration_s * fps * width * height)
+
+
+def reasons(*, kind: str, path: Path | None, size_bytes: int, width: int, height: int,
+            fps: float | None, duration_s: float | None, scored: bool,
+            face_sides: list[float], face_frames: int) -> list[Reason]:
+    """Every reason the score should not be taken as a finding (empty: it may)."""
+    out: list[Reason] = []
+    if not scored:
+        out.append(Reason("no_face", "no face could be scored, and the detector judges faces only"))
+        return out
+    if face_sides:
+        median = float(np.median(face_sides))
+        if median < MIN_FACE_PX:
+            out.append(Reason("faces_too_small", f"the faces are too small (median {median:.0f} px; "
+                              f"the models need at least {MIN_FACE_PX} px)"))
+    if kind == "video":
+        bpp = video_bpp(size_bytes, width, height, fps, duration_s)
+        if bpp is not None and bpp < MIN_VIDEO_BPP:
+            out.append(Reason("heavy_compression", f"the video is heavily compressed ({bpp:.3f} bits per "
+                              f"pixel; compression hides the traces the models look for)"))
+        if face_frames < MIN_FACE_FRAMES:
+            out.append(Reason("too_few_frames", f"only {face_frames} frame(s) with a scored face "
+                              f"(at least {MIN_FACE_FRAMES} are needed)"))
+    elif path is not None:
+        q = jpeg_quality(path)
+        if q is not None and q < MIN_JPEG_QUALITY:
+            out.append(Reason("heavy_compression", f"the image is heavily compressed (JPEG quality about "
+                              f"{q:.0f}; compression hides the traces the models look for)"))
+    return out
+
+
+def sentence(rs: list[Reason]) -> str:
+    """'Inconclusive because a, and b.'"""
+    parts = [r.message for r in rs]
+    if not parts:
+        return ""
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Inconclusive because {text}."

@@ -1,0 +1,109 @@
+"""deepfake-train on a tiny set made here: the loss falls, the outputs are a usable member."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.training import BatchMaker, Crops, TrainConfig, load_config, train, upsert
+
+
+def _tiny_set(folder, n=24, size=64, seed=0):
+    """Reals: smooth colour fields. Fakes: the same with a sharp bright blob (learnable)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        base = np.zeros((size, size, 3), np.float32)
+        base += rng.uniform(40, 200, 3)
+        base += np.linspace(0, rng.uniform(-40, 40), size)[None, :, None]
+        for label in ("real", "fake"):
+            img = base.copy()
+            if label == "fake":
+                y, x = rng.integers(8, size - 24, 2)
+                img[y:y + 16, x:x + 16] = 255
+            name = f"{label}_{i}.png"
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name)
+            rows.append({"path": name, "label": label, "original_video": f"v{i}"})
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "label", "original_video"])
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "labels.csv"
+
+
+def test_a_few_steps_lower_the_loss_and_write_a_member(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
+    labels = _tiny_set(tmp_path)
+    cfg = TrainConfig(name="tiny", architecture="meve_lite0", init="imagenet", input_size=64,
+                      data=[{"labels": labels, "group": "original_video"}], sbi_share=0.0,
+                      augment=False, steps=30, batch_size=8, lr=1e-3, val_every=0, val_fraction=0.25,
+                      threads=2, out_dir=tmp_path / "runs", training_data="made in the test")
+    rec = train(cfg, log_every=5)
+    curve = rec["loss_curve"]
+    assert len(curve) == 6
+    assert np.mean(curve[-2:]) < 0.7 * curve[0], curve  # the loss falls
+    # the split kept every original video on one side
+    assert rec["counts"]["train"] + rec["counts"]["val"] == 48 and rec["counts"]["val"] == 12
+    # fp16 safetensors whose sha256 is the one recorded, and a manifest entry that loads
+    from safetensors.torch import load_file
+
+    from detector.hashing import sha256_file
+    from detector.manifest import Member
+
+    out = tmp_path / "runs" / "tiny"
+    weights = out / "tiny-1.0.0.safetensors"
+    sd = load_file(str(weights))
+    assert {str(v.dtype) for v in sd.values() if v.is_floating_point()} == {"torch.float16"}
+    assert sha256_file(weights) == rec["weights"]["sha256"]
+    entry = Member.model_validate_json((out / "manifest-entry.json").read_text())
+    assert entry.weights.sha256 == rec["weights"]["sha256"] and entry.input_size == 64
+    assert entry.calibration["method"] == "platt" and entry.metrics["val_auc"] > 0.5
+    record = json.loads((out / "training-record.json").read_text())
+    assert record["config"]["lr"] == 1e-3 and record["data"][0]["sha256"] == sha256_file(labels)
+
+    # the entry is a member the ensemble scores with: fakes above reals
+    from detector.ensemble import Ensemble
+    from detector.manifest import Manifest
+    from detector.weights import WeightStore
+
+    manifest_path = tmp_path / "manifest.json"
+    upsert(manifest_path, entry)
+    upsert(manifest_path, entry)  # replaces, never duplicates
+    manifest = Manifest.model_validate_json(manifest_path.read_text())
+    assert [m.name for m in manifest.members] == ["tiny"]
+    store = WeightStore(tmp_path / "weights")
+    store.import_file(entry, weights)
+    ens = Ensemble(manifest, store).load()
+    reals = [np.asarray(Image.open(tmp_path / f"real_{i}.png")) for i in range(24)]
+    fakes = [np.asarray(Image.open(tmp_path / f"fake_{i}.png")) for i in range(24)]
+    mean, _ = ens.predict(reals + fakes)
+    assert mean[24:].mean() > mean[:24].mean() + 0.2
+
+
+def test_batches_are_half_real_and_make_sbi_fakes_from_real_faces_only():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)
+    crops = Crops(imgs, np.zeros(10, np.int64), np.array([str(i) for i in range(10)]))
+    cfg = TrainConfig(name="x", architecture="meve_lite0", data=[], batch_size=8, augment=True)
+    make = BatchMaker(crops, np.arange(10), np.zeros((0, 64, 64, 3), np.uint8), cfg, 64)
+    x, y = make()
+    assert x.shape == (8, 64, 64, 3) and x.dtype == np.uint8
+    assert y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # no fake in the data: every fake is an SBI
+
+
+def test_config_paths_are_relative_to_the_config_and_overrides_apply(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "run.toml").write_text(
+        'name = "m"\narchitecture = "meve_lite0"\nsteps = 100\n[[data]]\nlabels = "../data/labels.csv"\n')
+    cfg = load_config(tmp_path / "cfg" / "run.toml", ["steps=7", "lr=0.001"])
+    assert cfg.steps == 7 and cfg.lr == 0.001
+    assert cfg.data[0].labels == (tmp_path / "data" / "labels.csv").resolve()
+
+
+def test_a_config_without_real_faces_is_refused():
+    crops = Crops(np.zeros((4, 8, 8, 3), np.uint8), np.ones(4, np.int64), np.array(list("abcd")))
+    cfg = TrainConfig(name="x", architecture="meve_lite0", data=[])
+    with pytest.raises(ValueError, match="no real training faces"):
+        BatchMaker(crops, np.arange(4), np.zeros((0, 8, 8, 3), np.uint8), cfg, 8)
