@@ -69,9 +69,17 @@ def video_bpp(size_bytes: int, width: int, height: int, fps: float | None, durat
     return size_bytes * 8.0 / (duration_s * fps * width * height)
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    min_face_px: float = MIN_FACE_PX
+    min_video_bpp: float = MIN_VIDEO_BPP
+    min_jpeg_quality: float = MIN_JPEG_QUALITY
+    min_face_frames: int = MIN_FACE_FRAMES
+
+
 def reasons(*, kind: str, path: Path | None, size_bytes: int, width: int, height: int,
             fps: float | None, duration_s: float | None, scored: bool,
-            face_sides: list[float], face_frames: int) -> list[Reason]:
+            face_sides: list[float], face_frames: int, limits: Thresholds = Thresholds()) -> list[Reason]:
     """Every reason the score should not be taken as a finding (empty: it may)."""
     out: list[Reason] = []
     if not scored:
@@ -79,20 +87,20 @@ def reasons(*, kind: str, path: Path | None, size_bytes: int, width: int, height
         return out
     if face_sides:
         median = float(np.median(face_sides))
-        if median < MIN_FACE_PX:
+        if median < limits.min_face_px:
             out.append(Reason("faces_too_small", f"the faces are too small (median {median:.0f} px; "
-                              f"the models need at least {MIN_FACE_PX} px)"))
+                              f"the models need at least {limits.min_face_px:.0f} px)"))
     if kind == "video":
         bpp = video_bpp(size_bytes, width, height, fps, duration_s)
-        if bpp is not None and bpp < MIN_VIDEO_BPP:
+        if bpp is not None and bpp < limits.min_video_bpp:
             out.append(Reason("heavy_compression", f"the video is heavily compressed ({bpp:.3f} bits per "
                               f"pixel; compression hides the traces the models look for)"))
-        if face_frames < MIN_FACE_FRAMES:
+        if face_frames < limits.min_face_frames:
             out.append(Reason("too_few_frames", f"only {face_frames} frame(s) with a scored face "
-                              f"(at least {MIN_FACE_FRAMES} are needed)"))
+                              f"(at least {limits.min_face_frames} are needed)"))
     elif path is not None:
         q = jpeg_quality(path)
-        if q is not None and q < MIN_JPEG_QUALITY:
+        if q is not None and q < limits.min_jpeg_quality:
             out.append(Reason("heavy_compression", f"the image is heavily compressed (JPEG quality about "
                               f"{q:.0f}; compression hides the traces the models look for)"))
     return out

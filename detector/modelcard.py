@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import gate
 from .manifest import Manifest, load_manifest
 from .report import AUTHENTIC_BELOW, MANIPULATED_FROM, REPORT_VERSION
 
@@ -78,15 +77,18 @@ def measurements(folder: Path = MEASUREMENTS) -> dict:
 
 
 def model_card(manifest: Manifest | None = None, folder: Path = MEASUREMENTS) -> dict:
+    from .settings import DetectorSettings
+
     manifest = manifest or load_manifest()
+    s = DetectorSettings()
     meas = measurements(folder)
     return {
         "report_version": REPORT_VERSION,
         "intended_use": INTENDED_USE,
         "caveats": CAVEATS,
         "bands": {"likely_authentic_below": AUTHENTIC_BELOW, "likely_manipulated_from": MANIPULATED_FROM},
-        "reliability_gate": {"min_face_px": gate.MIN_FACE_PX, "min_video_bits_per_pixel": gate.MIN_VIDEO_BPP,
-                             "min_jpeg_quality": gate.MIN_JPEG_QUALITY, "min_face_frames": gate.MIN_FACE_FRAMES},
+        "reliability_gate": {"min_face_px": s.gate_min_face_px, "min_video_bits_per_pixel": s.gate_min_video_bpp,
+                             "min_jpeg_quality": s.gate_min_jpeg_quality, "min_face_frames": s.gate_min_face_frames},
         "members": [{
             "name": m.name, "version": m.version, "architecture": m.architecture,
             "trained": m.weights is not None, "in_default_ensemble": m.default, "licence": m.licence,

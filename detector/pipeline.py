@@ -334,7 +334,9 @@ class Analyzer:
             kind=info.kind, path=fetched.path, size_bytes=fetched.size_bytes, width=info.width,
             height=info.height, fps=info.fps, duration_s=info.duration_s, scored=overall is not None,
             face_sides=[min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in kept],
-            face_frames=len({(f.shot, f.frame_index) for f in kept}))
+            face_frames=len({(f.shot, f.frame_index) for f in kept}),
+            limits=gate.Thresholds(self.settings.gate_min_face_px, self.settings.gate_min_video_bpp,
+                                   self.settings.gate_min_jpeg_quality, self.settings.gate_min_face_frames))
         verdict = R.verdict_for(overall) if not gate_reasons else R.Verdict.inconclusive
         image_faces = [face_model(faces[i]) for cl in clusters.get(0, []) for i in cl] \
             if info.kind == "image" else []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+
+from . import gate
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +46,12 @@ class DetectorSettings(BaseSettings):
     # (0.60: 0.47% / 91.5%); connected components join the rest through nearby frames.
     cluster_max_distance: float = 0.55
     min_cluster_fraction: float = 0.2
+
+    # Reliability gate (detector/gate.py explains each threshold)
+    gate_min_face_px: float = gate.MIN_FACE_PX
+    gate_min_video_bpp: float = gate.MIN_VIDEO_BPP
+    gate_min_jpeg_quality: float = gate.MIN_JPEG_QUALITY
+    gate_min_face_frames: int = gate.MIN_FACE_FRAMES
 
     # Scoring
     batch_size: int = 32

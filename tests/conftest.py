@@ -162,6 +162,9 @@ def service(mesonet_store, tmp_path_factory):
     _wait_for(lambda: _ping(redis.Redis.from_url(redis_url)), "redis-server", proc=redis_proc)
     env = dict(os.environ, REDIS_URL=redis_url, DEEPFAKE_DATA_DIR=str(tmp / "data"),
                DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root), DEEPFAKE_FRAMES_PER_SHOT_CPU="4",
+               # 4 frames a shot (for speed) leave some clips 1-2 face frames: the gate's
+               # frame rule is tested on its own (test_calibration_gate), not through the bots.
+               DEEPFAKE_GATE_MIN_FACE_FRAMES="1",
                DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
                DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
                DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1")

@@ -162,3 +162,15 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopbac
         assert r.status == 200
     done = await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C3")
     assert done["thread_ts"] == "1700000001.000200"
+
+
+async def test_about_summarises_the_services_model_card(slack):
+    fake, url, http = slack
+    body = command_body("about")
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+        text = await r.text()
+    text = json.loads(text)["text"] if r.content_type == "application/json" else text
+    assert text.startswith("*About these checks*") and "*Limits*" in text
+    assert "detectors: meso4-df" in text  # read from the API's /v1/model-card, not from the bot's host
+    assert "/v1/model-card|Model card>" in text
