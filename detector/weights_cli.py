@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         print(f"weights cache: {store.root}")
         for m in manifest.members:
-            print(f"  {m.name:<22} {m.architecture:<22} {STATUS_TEXT[store.status(m)]}")
+            st = store.status(m)
+            text = ("optional, not installed: download it, then `deepfake-weights import-public`"
+                    if m.optional and st == "missing" else STATUS_TEXT[st])
+            print(f"  {m.name:<22} {m.architecture:<22} {text}")
         return 0
     if args.cmd == "fetch":
         failed = 0
