@@ -30,8 +30,9 @@ CAVEATS = [
     "probabilities are less exact.",
     "The result says 'inconclusive' instead of giving a verdict when the faces are too small, the file is "
     "heavily compressed, or too few frames show a face: the detectors' numbers are not evidence there.",
-    "The detectors were trained on research datasets (DFDC, FaceForensics-era face swaps). New generation "
-    "methods, filters and re-encodings can fool them; a low score does not prove a medium authentic.",
+    "The default detectors are the public MesoNet models (2018), trained on older face-swap and Face2Face "
+    "data. New generation methods, filters and re-encodings can fool them; a low score does not prove a "
+    "medium authentic.",
     "A deliberate attacker who knows the models can make a fake face pass (see 'Robustness').",
     "A video's score is that of its most suspicious shot and person: one manipulated face is enough.",
 ]
@@ -39,10 +40,12 @@ CAVEATS = [
 VERSION_HISTORY = [
     {"report_version": "1.0.0", "change": "MeVer pipeline with the public MesoNet detectors (2018); "
                                           "uncalibrated scores."},
-    {"report_version": "1.1.0", "change": "Detectors trained here on DFDC faces with Self-Blended Images "
-                                          "join the ensemble; every member calibrated; reliability gate "
-                                          "(inconclusive because ...); public DFDC-winner and SBI checkpoints "
-                                          "can be installed."},
+    {"report_version": "1.1.0", "change": "Every member calibrated (Platt, held-out DFDC faces); reliability "
+                                          "gate (inconclusive because ...); public DFDC-winner and SBI "
+                                          "checkpoints can be installed. Five small MeVer-style members were "
+                                          "trained here (DFDC faces + Self-Blended Images) and ship, but stay "
+                                          "out of the default ensemble: better than MesoNet on held-out DFDC "
+                                          "faces, worse on the devset."},
 ]
 
 

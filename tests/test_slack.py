@@ -110,13 +110,18 @@ async def test_forged_and_stale_requests_are_refused(slack):
     assert not fake.calls_of("chat.postMessage")
 
 
-async def test_user_errors_in_slack(slack):
-    fake, url, http = slack
-    body = command_body("what about this?")
+async def ack_text(http, url: str, text: str) -> str:
+    """Send a signed /deepfake command; the text of the app's acknowledgement."""
+    body = command_body(text)
     async with http.post(url, data=body, headers=signed(body)) as r:
         assert r.status == 200
-        text = await r.text()
-    assert NO_LINK in (json.loads(text)["text"] if r.content_type == "application/json" else text)
+        raw = await r.text()
+    return json.loads(raw)["text"] if r.content_type == "application/json" else raw
+
+
+async def test_user_errors_in_slack(slack):
+    fake, url, http = slack
+    assert NO_LINK in await ack_text(http, url, "what about this?")
     body = command_body("http://192.168.1.20/x.mp4")
     async with http.post(url, data=body, headers=signed(body)) as r:
         assert r.status == 200
@@ -166,11 +171,7 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopbac
 
 async def test_about_summarises_the_services_model_card(slack):
     fake, url, http = slack
-    body = command_body("about")
-    async with http.post(url, data=body, headers=signed(body)) as r:
-        assert r.status == 200
-        text = await r.text()
-    text = json.loads(text)["text"] if r.content_type == "application/json" else text
+    text = await ack_text(http, url, "about")
     assert text.startswith("*About these checks*") and "*Limits*" in text
     assert "detectors: meso4-df" in text  # read from the API's /v1/model-card, not from the bot's host
     assert "/v1/model-card|Model card>" in text
