@@ -138,6 +138,8 @@ def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
     """(intended use, measured results, caveats) of the model card, as plain sentences."""
     measured = []
     for ev in card.get("evaluations", []):
+        if not ev.get("default_ensemble", True):  # a chat summarises what users get
+            continue
         lvl = ev.get("video_level") or ev.get("face_level")
         if lvl and lvl["ensemble"].get("auc") is not None:
             e = lvl["ensemble"]

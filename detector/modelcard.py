@@ -85,6 +85,10 @@ def model_card(manifest: Manifest | None = None, folder: Path = MEASUREMENTS) ->
     manifest = manifest or load_manifest()
     s = DetectorSettings()
     meas = measurements(folder)
+    default = {m.name for m in manifest.members if m.default and m.weights is not None}
+    for ev in meas["evaluations"]:  # which evaluations describe what users get
+        ev["default_ensemble"] = set(ev["data"].get("members", [])) == default
+    meas["evaluations"].sort(key=lambda ev: (not ev["default_ensemble"], ev["name"]))  # what users get first
     return {
         "report_version": REPORT_VERSION,
         "intended_use": INTENDED_USE,
@@ -102,23 +106,3 @@ def model_card(manifest: Manifest | None = None, folder: Path = MEASUREMENTS) ->
         "robustness": meas["robustness"],
         "version_history": VERSION_HISTORY,
     }
-
-
-def summary(card: dict) -> list[str]:
-    """A few plain lines for a chat: what is measured, on what, and the main limits."""
-    lines = []
-    for ev in card.get("evaluations", []):
-        lvl = ev.get("video_level") or ev.get("face_level")
-        if not lvl:
-            continue
-        e = lvl["ensemble"]
-        what = "videos" if ev.get("video_level") else "faces"
-        if e.get("auc") is not None:
-            lines.append(f"{ev['name']}: AUC {e['auc']:.2f}, balanced accuracy {e['balanced_accuracy']:.2f} "
-                         f"on {e['n']} {what}.")
-    rob = card.get("robustness")
-    if rob:
-        clean = rob["rows"][0]["balanced_accuracy"]
-        worst = min(r["balanced_accuracy"] for r in rob["rows"][1:]) if len(rob["rows"]) > 1 else clean
-        lines.append(f"Under a white-box attack (PGD) balanced accuracy falls from {clean:.2f} to {worst:.2f}.")
-    return lines

@@ -108,8 +108,10 @@ def model_card_page(card: dict) -> str:
              f"<th>trained weights</th><th>licence</th><th>training data</th></tr>{rows}</table>"]
     for ev in card.get("evaluations", []):
         d = ev.get("data", {})
+        which = "the default ensemble" if ev.get("default_ensemble") else "members: " + ", ".join(d.get("members", []))
         parts.append(f"<h2>Evaluation: {escape(ev['name'])}</h2><p class='muted'>{escape(str(d.get('labels', '')))}"
-                     f" · {escape(str(d.get('split', '')))} · {escape(str(ev.get('rows') or ''))} items</p>")
+                     f" · {escape(str(d.get('split', '')))} · {escape(str(ev.get('rows') or ''))} items · "
+                     f"{escape(which)}</p>")
         for title, key in (("video level", "video_level"), ("face level", "face_level")):
             lvl = ev.get(key)
             if not lvl:
