@@ -15,6 +15,7 @@ import numpy as np
 
 from .calibration import Platt
 from .errors import DetectorError, NoTrainedWeights
+from .faces import resize_square
 from .manifest import Manifest, Member
 from .weights import WeightStore, load_state_dict
 
@@ -111,18 +112,14 @@ class Ensemble:
 
     def predict(self, crops: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Mean fake probability per RGB crop, and each member's probabilities."""
-        import cv2
         import torch
 
         self.load()
         per_member: dict[str, np.ndarray] = {}
         if not crops:
             return np.zeros(0, dtype=np.float32), {m.member.name: np.zeros(0) for m in self.members}
-        resized: dict[int, np.ndarray] = {}
-        for size in {m.input_size for m in self.members}:
-            resized[size] = np.stack([
-                cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size
-                           else cv2.INTER_CUBIC) for c in crops])
+        resized = {size: np.stack([resize_square(c, size) for c in crops])
+                   for size in {m.input_size for m in self.members}}
         for m in self.members:
             arr = resized[m.input_size]
             out = []

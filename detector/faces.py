@@ -39,6 +39,19 @@ def crop_square(frame: np.ndarray, box, margin: float) -> np.ndarray:
     return out
 
 
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """A face crop at ``size`` x ``size`` (centre square first if it is not square);
+    area averaging to shrink, bicubic to enlarge. Shared by scoring and training."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if h != w:
+        s = min(h, w)
+        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
 class FaceDetector:
     """MTCNN (facenet-pytorch, weights shipped in its wheel)."""
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import gate
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_cache() -> Path:

@@ -49,6 +49,7 @@ from pydantic import BaseModel, Field
 
 from .calibration import fit_platt
 from .evaluate import balanced_accuracy, roc_auc
+from .faces import resize_square
 from .hashing import sha256_file
 from .manifest import Manifest, Member, WeightsRef, load_manifest
 from .sbi import self_blend
@@ -115,17 +116,6 @@ def _read_rows(src: DataSource, seed: int) -> list[dict]:
     return rows
 
 
-def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    h, w = img.shape[:2]
-    if h != w:  # centre square
-        s = min(h, w)
-        img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
 class FaceStage:
     """The pipeline's face stage for training data: MTCNN, the largest face per frame,
     a square crop at the pipeline's margin."""
@@ -187,7 +177,7 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
         else:
             crops = face_stage.crops(path, src.frames_per_video)
         for c in crops:
-            images.append(_square_resize(c, size))
+            images.append(resize_square(c, size))
             labels.append(1 if row["label"] == "fake" else 0)
             groups.append(row.get(src.group) if src.group else row["path"])
         if (i + 1) % 1000 == 0:

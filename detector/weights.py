@@ -32,24 +32,21 @@ class WeightStore:
             raise NoTrainedWeights(f"{member.name} has no trained weights in the manifest.")
         return self.root / member.name / member.weights.filename
 
+    def _pins(self) -> dict[str, str]:
+        """The user's pinned sha256 per member (public files published without one)."""
+        try:
+            return json.loads((self.root / "pins.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def expected_sha256(self, member: Member) -> str | None:
         """The manifest's sha256, or for a public file without one, the user's pin."""
-        if member.weights.sha256:
-            return member.weights.sha256
-        try:
-            return json.loads((self.root / "pins.json").read_text()).get(member.name)
-        except (OSError, ValueError):
-            return None
+        return member.weights.sha256 or self._pins().get(member.name)
 
     def pin(self, member: Member, sha256: str) -> None:
-        pins_path = self.root / "pins.json"
-        try:
-            pins = json.loads(pins_path.read_text())
-        except (OSError, ValueError):
-            pins = {}
-        pins[member.name] = sha256
+        pins = {**self._pins(), member.name: sha256}
         self.root.mkdir(parents=True, exist_ok=True)
-        pins_path.write_text(json.dumps(pins, indent=2))
+        (self.root / "pins.json").write_text(json.dumps(pins, indent=2))
 
     def status(self, member: Member) -> str:
         """'verified', 'missing', 'mismatch', 'unpinned' or 'untrained'."""
@@ -162,10 +159,6 @@ def load_state_dict(member: Member, path: Path, model=None):
     """Read a verified weights file into a PyTorch state dict, by the manifest's format
     (public layouts are key-mapped onto ``model``)."""
     fmt = member.weights.format
-    if fmt in ("dfdc-selimsef", "sbi-efficientnet-pytorch"):
-        from .models.checkpoints import load_public
-
-        return load_public(fmt, path, model)
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
@@ -174,4 +167,8 @@ def load_state_dict(member: Member, path: Path, model=None):
         from .convert_mesonet import convert
 
         return convert(path, member.architecture)
+    from .models.checkpoints import PUBLIC_FORMATS, load_public
+
+    if fmt in PUBLIC_FORMATS:
+        return load_public(fmt, path, model)
     raise ValueError(f"unknown weights format {fmt!r}")

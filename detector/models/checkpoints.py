@@ -110,21 +110,23 @@ def by_order(src: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
     return out
 
 
-def load_partial(model: nn.Module, sd: dict[str, torch.Tensor], skip: tuple[str, ...] = ()) -> list[str]:
-    """Load ``sd`` into ``model`` where keys and shapes agree; every key of ``sd`` not
-    starting with a ``skip`` prefix must be used. Returns the model keys left as they were."""
+def check_fits(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Raise unless every tensor of ``sd`` is a key of ``model`` with the same shape;
+    returns the model keys ``sd`` leaves unfilled (BatchNorm counters aside)."""
     own = model.state_dict()
-    used = {}
     for k, v in sd.items():
-        if any(k.startswith(p) for p in skip):
-            continue
         if k not in own:
             raise CheckpointMismatch(f"{k}: not a key of {type(model).__name__}")
         if own[k].shape != v.shape:
             raise CheckpointMismatch(f"{k}: shape {tuple(v.shape)}, the model has {tuple(own[k].shape)}")
-        used[k] = v
-    model.load_state_dict(used, strict=False)
-    return [k for k in own if k not in used and not k.endswith("num_batches_tracked")]
+    return [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+
+
+def load_partial(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``sd`` into ``model`` (every tensor must fit); returns the keys left as they were."""
+    left = check_fits(model, sd)
+    model.load_state_dict(sd, strict=False)
+    return left
 
 
 # --------------------------------------------------------------------------- ImageNet
@@ -233,9 +235,12 @@ PUBLIC_FORMATS = {
 
 
 def load_public(fmt: str, path: Path | str, model: nn.Module) -> dict[str, torch.Tensor]:
-    """A public checkpoint file as a complete state dict for ``model`` (strictly checked)."""
+    """A public checkpoint file as a complete state dict for ``model`` (every weight
+    present and fitting; the caller loads it)."""
     sd = PUBLIC_FORMATS[fmt](read_checkpoint(path), model)
-    missing = load_partial(model, sd)
+    missing = check_fits(model, sd)
     if missing:
         raise CheckpointMismatch(f"{len(missing)} weights not in the checkpoint, e.g. {missing[:3]}")
-    return model.state_dict()
+    # BatchNorm's step counters are not in every layout and play no part in inference.
+    own = model.state_dict()
+    return {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **sd}
