@@ -30,6 +30,30 @@ def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def fit_logistic(X, targets, sample_weight=None, l2: float = 1e-3, iters: int = 100) -> np.ndarray:
+    """Weighted maximum-likelihood logistic regression by Newton's method: the weights
+    (one per column of ``X``) and the bias last. ``targets`` may be soft (in [0, 1]);
+    the L2 penalty is on the weights, not the bias."""
+    X = np.asarray(X, np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    t = np.asarray(targets, np.float64)
+    sw = np.ones(len(t)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    Xb = np.concatenate([X, np.ones((len(X), 1))], 1)
+    k = Xb.shape[1]
+    pen = l2 * np.r_[np.ones(k - 1), 0.0]
+    w = np.zeros(k)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(Xb @ w)))
+        grad = Xb.T @ (sw * (p - t)) + pen * w
+        H = (Xb * (sw * p * (1 - p))[:, None]).T @ Xb + np.diag(pen) + 1e-9 * np.eye(k)
+        step = np.linalg.solve(H, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
 def fit_platt(logits, labels, l2: float = 1e-3, iters: int = 100) -> Platt:
     """Maximum-likelihood (a, b) for P(fake) = sigmoid(a * logit + b)."""
     x = np.asarray(logits, np.float64)
@@ -39,17 +63,8 @@ def fit_platt(logits, labels, l2: float = 1e-3, iters: int = 100) -> Platt:
     # Platt's smoothed targets keep the fit finite on a separable set.
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    w = np.zeros(2)
-    X = np.stack([x, np.ones_like(x)], 1)
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-(X @ w)))
-        grad = X.T @ (p - t) + l2 * np.array([w[0], 0.0])
-        H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.diag([1.0, 0.0]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(H, grad)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return Platt(a=float(w[0]), b=float(w[1]), n=int(len(x)))
+    a, b = fit_logistic(x, t, l2=l2, iters=iters)
+    return Platt(a=float(a), b=float(b), n=int(len(x)))
 
 
 def expected_calibration_error(labels, probs, bins: int = 10) -> float:

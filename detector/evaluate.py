@@ -22,6 +22,7 @@ import numpy as np
 from .errors import DetectorError
 
 THRESHOLD = 0.5
+FACE_BATCH = 64  # --faces: crops scored per ensemble call
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -115,9 +116,10 @@ def read_labels(csv_path: Path) -> list[dict]:
 
 
 def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
-             split_by: str | None = None, limit: int | None = None) -> dict:
-    """``split_by``: evaluate only the validation split by that column (the rows that
-    ``deepfake-train`` holds out); ``limit``: a balanced subset of at most that many rows."""
+             split_by: str | None = None, limit: int | None = None, side: str = "test") -> dict:
+    """``split_by``: evaluate only one side (``side``: test by default) of the split by
+    that column (:mod:`detector.splits`, as ``deepfake-train`` splits); ``limit``: a
+    balanced subset of at most that many rows."""
     from PIL import Image
 
     from .fetch import fetch
@@ -128,11 +130,20 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
     if split_by:
         if split_by not in rows[0]:
             raise SystemExit(f"{csv_path}: no column {split_by!r}")
-        _, idx = split_by_group([r[split_by] for r in rows])
+        idx = split_by_group([r[split_by] for r in rows])[side]
     idx = balanced_subset([int(r["label"] == "fake") for r in rows], idx, limit)
     rows = [rows[i] for i in idx]
     media, face_level = Scores(), Scores()
     skipped = []
+    pending: list[tuple[np.ndarray, bool, str]] = []  # face crops, scored a batch at a time
+
+    def score_pending():
+        if pending:
+            mean, per = analyzer.ensemble.predict([rgb for rgb, _, _ in pending])
+            for k, (_, fake, manip) in enumerate(pending):
+                face_level.add(fake, float(mean[k]), {n: float(v[k]) for n, v in per.items()}, manip)
+            pending.clear()
+
     for i, row in enumerate(rows):
         path = csv_path.parent / row["path"]
         fake = row["label"] == "fake"
@@ -140,9 +151,9 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
         if progress:
             progress(i, len(rows), row["path"])
         if faces_only:
-            rgb = np.asarray(Image.open(path).convert("RGB"))
-            mean, per = analyzer.ensemble.predict([rgb])
-            face_level.add(fake, float(mean[0]), {k: float(v[0]) for k, v in per.items()}, manip)
+            pending.append((np.asarray(Image.open(path).convert("RGB")), fake, manip))
+            if len(pending) == FACE_BATCH:
+                score_pending()
             continue
         try:
             a = analyzer.analyze(fetch(str(path), path.parent, analyzer.settings), gallery=False)
@@ -155,6 +166,7 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
         media.add(fake, a.report.score, a.member_scores, manip)
         for score, per in a.face_scores:
             face_level.add(fake, score, per, manip)
+    score_pending()
     result = {"rows": len(rows), "skipped": skipped, "face_level": face_level.metrics()}
     if not faces_only:
         result["video_level"] = media.metrics()
@@ -232,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--faces", action="store_true", help="each listed image is one cropped face")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="folder for roc.png and reliability.png")
-    p.add_argument("--split-by", metavar="COL", help="only the validation split by COL (as deepfake-train holds out)")
+    p.add_argument("--split-by", metavar="COL", help="only one side of the split by COL (as deepfake-train splits)")
+    p.add_argument("--side", default="test", choices=["train", "val", "calibration", "test"],
+                   help="with --split-by: which side (default: test, which nothing was fitted on)")
     p.add_argument("--limit", type=int, help="a balanced subset of at most this many rows")
     p.add_argument("--save", type=Path, help="write the JSON result to this file too")
     p.add_argument("--device")
@@ -251,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     res = evaluate(a.labels, analyzer, a.faces,
                    progress=lambda i, n, path: print(f"  [{i + 1}/{n}] {path}", file=sys.stderr),
-                   split_by=a.split_by, limit=a.limit)
+                   split_by=a.split_by, limit=a.limit, side=a.side)
     sc = res.pop("_scores")
     files = plots(sc, a.out)
     res["plots"] = [str(f) for f in files]
-    res["data"] = {"labels": str(a.labels), "split": f"validation by {a.split_by}" if a.split_by else "all",
+    res["data"] = {"labels": str(a.labels), "split": f"{a.side} by {a.split_by}" if a.split_by else "all",
                    "faces_only": a.faces, "members": [m.member.name for m in analyzer.ensemble.members]}
     if a.save:
         a.save.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ original frame; the parts outside the frame are black. Frames larger than
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,57 @@ def square_box(box, margin: float) -> tuple[int, int, int, int]:
     return (left, top, left + side, top + side)
 
 
+def _cut_padded(frame: np.ndarray, left: int, top: int, w: int, h: int) -> np.ndarray:
+    """``frame[top:top+h, left:left+w]``, black where that leaves the frame."""
+    fh, fw = frame.shape[:2]
+    out = np.zeros((h, w, 3), dtype=frame.dtype)
+    cx1, cy1, cx2, cy2 = max(left, 0), max(top, 0), min(left + w, fw), min(top + h, fh)
+    if cx2 > cx1 and cy2 > cy1:
+        out[cy1 - top:cy2 - top, cx1 - left:cx2 - left] = frame[cy1:cy2, cx1:cx2]
+    return out
+
+
 def crop_square(frame: np.ndarray, box, margin: float) -> np.ndarray:
     """The square crop around ``box``, padded with black where it leaves the frame."""
-    h, w = frame.shape[:2]
-    sx1, sy1, sx2, sy2 = square_box(box, margin)
-    side = sx2 - sx1
-    out = np.zeros((side, side, 3), dtype=frame.dtype)
-    cx1, cy1, cx2, cy2 = max(sx1, 0), max(sy1, 0), min(sx2, w), min(sy2, h)
-    if cx2 > cx1 and cy2 > cy1:
-        out[cy1 - sy1:cy2 - sy1, cx1 - sx1:cx2 - sx1] = frame[cy1:cy2, cx1:cx2]
-    return out
+    sx1, sy1, sx2, _ = square_box(box, margin)
+    return _cut_padded(frame, sx1, sy1, sx2 - sx1, sx2 - sx1)
+
+
+class CropSpec(BaseModel):
+    """How a member's face crops are cut from a detection: the crop its training data had.
+
+    ``square``: a square of side ``max(w, h) * margin`` around the box centre (black
+    outside the frame). ``stretch``: the box itself, each side scaled by ``margin``,
+    stretched to a square whatever its aspect (how crops resized straight from a box look).
+    Training records the spec in the member's manifest entry; the pipeline cuts each
+    member's own crop from the full-resolution frame, so the two cannot disagree.
+    """
+
+    model_config = {"frozen": True}
+
+    margin: float = Field(1.3, gt=0.5, le=3.0)
+    shape: Literal["square", "stretch"] = "square"
+
+    def cut(self, frame: np.ndarray, box) -> np.ndarray:
+        """A square crop (uint8 RGB) of ``box`` in ``frame`` by this spec."""
+        if self.shape == "square":
+            return crop_square(frame, box, self.margin)
+        import cv2
+
+        crop = crop_box(frame, box, self.margin)
+        side = max(crop.shape[:2])
+        return cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC)
+
+    def label(self) -> str:
+        return f"{self.shape} x{self.margin:g}"
+
+
+def crop_box(frame: np.ndarray, box, margin: float) -> np.ndarray:
+    """The box scaled by ``margin`` about its centre (not squared), black outside the frame."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    w, h = max(1, int(round((x2 - x1) * margin))), max(1, int(round((y2 - y1) * margin)))
+    return _cut_padded(frame, int(round(cx - w / 2)), int(round(cy - h / 2)), w, h)
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:

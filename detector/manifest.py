@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .faces import CropSpec
+
 PACKAGED = Path(__file__).with_name("manifest.json")
 
 
@@ -39,6 +41,8 @@ class Member(BaseModel):
     input_size: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # The face crop the member was trained on; None: the pipeline's (DEEPFAKE_FACE_MARGIN, square).
+    crop: CropSpec | None = None
     weights: WeightsRef | None = None
     licence: str = "unknown"
     training_data: str = "untrained"
@@ -50,9 +54,27 @@ class Member(BaseModel):
     optional: bool = False  # not default, but used once its weights are installed (public checkpoints)
 
 
+class EnsembleRule(BaseModel):
+    """How the default ensemble combines its members (written by ``deepfake-ensemble``).
+
+    ``mean``: the mean of the members' calibrated probabilities. ``logistic``: stacking,
+    ``P(fake) = sigmoid(bias + sum_i weights[i] * calibrated_logit_i)``, fitted on the
+    calibration split. ``members`` is the default ensemble, chosen by the written rule in
+    :mod:`detector.ensemble_rule`; ``selection`` records what it measured.
+    """
+
+    method: Literal["mean", "logistic"] = "mean"
+    members: list[str]
+    weights: dict[str, float] = Field(default_factory=dict)
+    bias: float = 0.0
+    fitted_on: str = ""
+    selection: dict = Field(default_factory=dict)
+
+
 class Manifest(BaseModel):
     manifest_version: int = 1
     members: list[Member]
+    ensemble: EnsembleRule | None = None  # None: every default member, averaged
 
     def get(self, name: str) -> Member:
         for m in self.members:

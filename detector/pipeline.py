@@ -26,9 +26,10 @@ from .aggregate import cluster_score, max_or_none
 from .cluster import cluster_faces
 from .ensemble import Ensemble
 from .errors import DeviceUnavailable
-from .faces import FaceDetector, crop_square
+from .faces import CropSpec, FaceDetector, crop_square
 from .fetch import Fetched, cleanup, fetch
 from .manifest import Manifest, load_manifest
+from .precision import resolve_precision
 from .probe import MediaInfo, probe
 from .settings import DetectorSettings
 from .shots import ShotSpan, split_shots
@@ -57,6 +58,13 @@ def _noop(_: ProgressEvent) -> None:
     pass
 
 
+@dataclass(frozen=True)
+class ScoredFace:
+    shot: int
+    cluster: int
+    logits: dict[str, float]  # member -> calibrated logit
+
+
 @dataclass
 class Analysis:
     report: R.Report
@@ -65,6 +73,8 @@ class Analysis:
     member_scores: dict[str, float | None] = field(default_factory=dict)
     # Every scored face as (ensemble score, {member: score}), for face-level metrics.
     face_scores: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    # Every scored face's place and calibrated member logits, for fitting the ensemble rule.
+    scored_faces: list[ScoredFace] = field(default_factory=list)
 
 
 @dataclass
@@ -74,9 +84,11 @@ class _Face:
     box: tuple[float, float, float, float]
     prob: float
     embedding: np.ndarray
-    crop: np.ndarray
+    crop: np.ndarray  # at the pipeline's margin, for thumbnails
+    member_crops: dict  # CropSpec -> the crop the members with that spec score
     score: float | None = None
     member_scores: dict[str, float] = field(default_factory=dict)
+    member_logits: dict[str, float] = field(default_factory=dict)  # calibrated, unrounded
 
 
 def resolve_device(requested: str | None) -> str:
@@ -131,7 +143,8 @@ class Analyzer:
         self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side)
         self.embedder = FaceEmbedder()
         self.ensemble = Ensemble(manifest or load_manifest(), WeightStore(s.resolved_weights_dir()),
-                                 self.device, s.members, s.batch_size)
+                                 self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),
+                                 resolve_precision(self.device, s.precision))
 
     def load(self) -> "Analyzer":
         """Load every model once; raises NoTrainedWeights before any work is done."""
@@ -173,10 +186,12 @@ class Analyzer:
                                counts={"faces": len(kept)}))
         with timer("scoring"):
             if kept:
-                mean, per = self.ensemble.predict([faces[i].crop for i in kept])
+                scored = self.ensemble.score([faces[i].member_crops for i in kept])
+                per = scored.probabilities()
                 for k, i in enumerate(kept):
-                    faces[i].score = float(mean[k])
+                    faces[i].score = float(scored.combined[k])
                     faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
+                    faces[i].member_logits = {n: float(v[k]) for n, v in scored.logits.items()}
         progress(ProgressEvent("scoring", "Scored", len(kept), len(kept)))
 
         report, keyframes = self._report(fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer)
@@ -197,7 +212,9 @@ class Analyzer:
                 max_or_none(cluster_score(faces[i].member_scores[name] for i in c) for c in clusters[k])
                 for k in clusters)
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
-        return Analysis(report, png, members, scored)
+        places = [ScoredFace(k, c, faces[i].member_logits) for k in clusters
+                  for c, cl in enumerate(clusters[k]) for i in cl]
+        return Analysis(report, png, members, scored, places)
 
     def _detect(self, path: Path, info: MediaInfo, spans: list[ShotSpan], progress: ProgressFn,
                 timer: _Timer):
@@ -210,7 +227,8 @@ class Analyzer:
         sampled = [0] * len(spans)
         thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
         total = sum(min(budget, sp.end_frame - sp.start_frame) for sp in spans)
-        crop_side = max(m.input_size for m in self.ensemble.load().members)
+        specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
+        thumb_side = max(specs.values())
         progress(ProgressEvent("detecting_faces", "Looking for faces", 0, total))
 
         def flush(batch):
@@ -225,8 +243,9 @@ class Analyzer:
                         thumbs[-1 - shot] = _small(rgb, KEYFRAME_MAX_SIDE)
                     embs = self.embedder.embed(rgb, [d.box for d in fd])
                     for d, e in zip(fd, embs):
-                        crop = _small(crop_square(rgb, d.box, s.face_margin), crop_side)
-                        faces.append(_Face(shot, idx, d.box, d.prob, e, crop))
+                        shown = _small(crop_square(rgb, d.box, s.face_margin), thumb_side)
+                        cut = {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()}
+                        faces.append(_Face(shot, idx, d.box, d.prob, e, shown, cut))
             progress(ProgressEvent("detecting_faces", f"{len(faces)} face(s) so far", sum(sampled), total,
                                    counts={"faces": len(faces)}))
 
@@ -328,7 +347,8 @@ class Analyzer:
                 + ", ".join(sk.name for sk in skipped) + ".")))
         models = [R.ModelInfo(name=m.member.name, version=m.member.version, architecture=m.member.architecture,
                               weights_sha256=m.weights_sha256, input_size=m.input_size, licence=m.member.licence,
-                              training_data=m.member.training_data) for m in self.ensemble.members]
+                              training_data=m.member.training_data, crop=m.crop.label())
+                  for m in self.ensemble.members]
         kept = [faces[i] for cl in clusters.values() for c in cl for i in c]
         gate_reasons = gate.reasons(
             kind=info.kind, path=fetched.path, size_bytes=fetched.size_bytes, width=info.width,
@@ -349,7 +369,8 @@ class Analyzer:
             media=R.Media(kind=info.kind, width=info.width, height=info.height, fps=info.fps,
                           frame_count=info.frame_count,
                           duration_s=round(info.duration_s, 3) if info.duration_s else None),
-            shots=shots, faces=image_faces, models=models, timings_s=dict(timer.t),
+            shots=shots, faces=image_faces, models=models, combination=self.ensemble.combination,
+            timings_s=dict(timer.t),
             warnings=warnings, device=self.device,
             inconclusive_reasons=[R.Warning_(code=r.code, message=r.message) for r in gate_reasons],
             verdict_note=gate.sentence(gate_reasons) or None), keyframes

@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-REPORT_VERSION = "1.1.0"  # 1.1: reliability gate (inconclusive_reasons), calibrated members
+# 1.1: reliability gate (inconclusive_reasons), calibrated members
+# 1.2: each member scores its own face crop (models[].crop); the ensemble's rule (combination)
+REPORT_VERSION = "1.2.0"
 
 # Score bands over the ensemble's mean of *calibrated* member probabilities (each member
 # Platt-scaled on a validation split, detector.calibration): under 0.35 the faces are
@@ -137,6 +139,7 @@ class ModelInfo(BaseModel):
     input_size: int
     licence: str
     training_data: str
+    crop: str | None = None  # the face crop it scores, e.g. "square x0.85" of the detected box
 
 
 class Warning_(BaseModel):
@@ -156,6 +159,7 @@ class Report(BaseModel):
     shots: list[Shot]
     faces: list[FaceScore] = Field(default_factory=list)  # images: every face kept
     models: list[ModelInfo]
+    combination: str | None = None  # how the members' scores make the score
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[Warning_] = Field(default_factory=list)
     # The reliability gate (detector.gate): when not empty the verdict is inconclusive

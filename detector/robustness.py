@@ -35,7 +35,7 @@ DEFAULT_ITERATIONS = 10
 
 def ensemble_module(ensemble, size: int = ATTACK_SIZE):
     """The ensemble as one differentiable module: (N, 3, size, size) in [0, 1] -> two
-    logits (real, fake) whose softmax is (1 - p, p), p the mean calibrated probability."""
+    logits (real, fake) whose softmax is (1 - p, p), p the ensemble's combined probability."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -48,12 +48,12 @@ def ensemble_module(ensemble, size: int = ATTACK_SIZE):
             self.nets = nn.ModuleList(m.model for m in members)  # registered, so .to()/.eval() reach them
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            probs = []
+            logits = []
             for m in members:
                 xi = x if m.input_size == x.shape[-1] else F.interpolate(
                     x, size=(m.input_size, m.input_size), mode="bilinear", align_corners=False)
-                probs.append(torch.sigmoid(m.logits(xi)))
-            p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)
+                logits.append(m.logits(xi))
+            p = ensemble.combine(torch.stack(logits)).clamp(1e-6, 1 - 1e-6)
             return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
 
     return EnsembleModule().eval()
@@ -124,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import Analyzer
     from .settings import DetectorSettings
     from .splits import balanced_subset, split_by_group
+    from .faces import CropSpec
     from .training import DataSource, FaceStage, load_crops
 
     p = argparse.ArgumentParser(prog="deepfake-robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("labels", type=Path)
     p.add_argument("--faces", action="store_true", help="rows are face crops already")
-    p.add_argument("--group", help="split column (as deepfake-train); with --split val, only the held-out split")
-    p.add_argument("--split", choices=["all", "val"], default="all")
+    p.add_argument("--group", help="split column (as deepfake-train); with --split SIDE, only that side")
+    p.add_argument("--split", choices=["all", "val", "calibration", "test"], default="all")
     p.add_argument("--limit", type=int, default=128, help="balanced subset of at most this many faces")
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     p.add_argument("--eps", action="append", default=[], metavar="NORM=EPS",
@@ -143,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     analyzer = Analyzer(settings)
     ensemble = analyzer.ensemble.load()
     src = DataSource(labels=args.labels.resolve(), faces=args.faces, group=args.group)
-    stage = None if args.faces else FaceStage(settings, analyzer.device)
+    stage = None if args.faces else FaceStage(settings, analyzer.device, CropSpec(margin=settings.face_margin))
     crops = load_crops(src, ATTACK_SIZE, 0, settings.cache_dir / "train-crops", stage)
     idx = np.arange(len(crops.labels))
-    if args.split == "val":
-        _, idx = split_by_group(crops.groups, 0.15, 0)
+    if args.split != "all":
+        idx = split_by_group(crops.groups)[args.split]
     idx = balanced_subset(crops.labels, idx, args.limit, 0)
     budgets = dict(DEFAULT_BUDGETS)
     if args.eps:

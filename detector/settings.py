@@ -37,7 +37,9 @@ class DetectorSettings(BaseSettings):
     frames_per_shot_gpu: int = 64
     frames_per_shot_cpu: int = 16
     detect_max_side: int = 1280  # frames are downscaled to this before MTCNN
-    face_margin: float = 1.3  # square box side = max(w, h) * margin
+    # Square box side = max(w, h) * margin: the thumbnails' crop, and the crop of members
+    # whose manifest entry names none (each trained member names its own: CropSpec).
+    face_margin: float = 1.3
     face_min_prob: float = 0.90  # dark or small faces score 0.87-0.96; clusters filter stray hits
     face_min_size: int = 40  # px, in the original frame
     # dlib's 128-d descriptors, Euclidean distance. bench/calibrate_clustering.py measured
@@ -55,6 +57,8 @@ class DetectorSettings(BaseSettings):
 
     # Scoring
     batch_size: int = 32
+    # auto: bfloat16 autocast where the CPU (AVX-512 BF16/AMX) or GPU has it, else fp32
+    precision: str = "auto"
     members: list[str] | None = None  # restrict the ensemble to these manifest names
     device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when present
 

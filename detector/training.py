@@ -11,19 +11,30 @@ schedule. Data are label files (``path,label[,group]`` as ``deepfake-eval`` read
 * ``faces = false``: videos and images go through the pipeline's own face stage (MTCNN,
   square crops at the pipeline's margin), a few frames per video, the largest face each.
 
-Crops are decoded once and cached as arrays. The split into training and validation is
-by a group column (``original_video`` for DFDC: a fake and its source video stay on the
-same side), never by row. Batches are half real, half fake; a share of the fakes are
+Crops are decoded once and cached as arrays. The split is by a group column
+(``original_video`` for DFDC: a fake and its source video stay on the same side), never
+by row, into four sides (:mod:`detector.splits`): train, validation (picks the
+checkpoint), calibration (fits Platt scaling; the ensemble rule reads it too) and test
+(only reported). The crop a member is trained on (margin, shape: :class:`CropSpec`) is
+recorded in its manifest entry and the pipeline cuts that crop for it. Batches are half real, half fake; a share of the fakes are
 Self-Blended Images made on the fly from real training faces (``sbi_sources`` add
 real-only sets, e.g. LFW, for that), so a model can be trained from real faces alone.
 Every image then goes through the augmentations of the MeVer paper (Albumentations:
 Rotate, HorizontalFlip, ColorJitter, ToGray, MotionBlur, GaussianBlur, ISONoise,
-CoarseDropout, RandomSunFlare, RandomRain) and JPEG re-compression. Adam, lr 1e-4.
+CoarseDropout, RandomSunFlare, RandomRain) and JPEG re-compression. Adam with a
+linear warm-up and a cosine decay; channels_last and bfloat16 autocast where the
+hardware has it (:mod:`detector.precision`).
+
+A run survives interruption: every ``checkpoint_every_s`` (and on SIGTERM/Ctrl-C) it
+writes a checkpoint (weights, optimiser, step, every random generator, curves), and
+``--resume`` continues from it bit for bit. ``patience`` stops the run once the
+validation AUC has not improved for that many validations (the curve has flattened).
 
 The best validation AUC's weights are written as fp16 safetensors with their sha256,
-a training record (config, data hashes, loss curve, validation metrics, versions), and
-a manifest entry (``--manifest`` upserts it into a manifest file) whose metrics are the
-measured ones and whose calibration is fitted on the validation split.
+a training record (config, data hashes, loss and learning-rate curves, validation
+history, calibration and test metrics, images seen, hours, versions), and a manifest
+entry (``--manifest`` upserts it) whose metrics are the measured ones and whose
+calibration is fitted on the calibration split.
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ import json
 import logging
 import math
 import platform
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -47,13 +60,15 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .calibration import fit_platt
+from .calibration import Platt, fit_platt
 from .evaluate import balanced_accuracy, roc_auc
-from .faces import resize_square
+from .faces import CropSpec, resize_square
 from .hashing import sha256_file
 from .manifest import Manifest, Member, WeightsRef, load_manifest
+from .precision import autocast, resolve_precision
 from .sbi import self_blend
 from .settings import DetectorSettings
+from . import splits
 from .splits import balanced_subset, split_by_group
 
 log = logging.getLogger(__name__)
@@ -65,6 +80,8 @@ class DataSource(BaseModel):
     group: str | None = None  # column that keeps related rows on one side of the split
     limit: int | None = None  # at most this many rows (a reproducible random subset)
     frames_per_video: int = 4  # face stage: frames sampled per video
+    # faces = true: the crop convention these crops were made with (must be the run's crop)
+    crop: CropSpec | None = None
 
 
 class TrainConfig(BaseModel):
@@ -76,19 +93,29 @@ class TrainConfig(BaseModel):
     data: list[DataSource]
     sbi_sources: list[DataSource] = Field(default_factory=list)  # real faces for pseudo-fakes only
     sbi_share: float = 0.5  # share of a batch's fakes that are Self-Blended Images
-    val_fraction: float = 0.15
+    # The crop the member is trained and served on (None: the face-crop sources' own,
+    # else the pipeline's square x1.3).
+    crop: CropSpec | None = None
+    split: dict[str, float] = Field(default_factory=lambda: dict(splits.FRACTIONS))  # val/calibration/test shares
     seed: int = 0
     input_size: int | None = None  # default: the architecture's data config
     batch_size: int = 32
-    steps: int = 1000
+    steps: int = 1000  # the schedule's length (patience may stop earlier)
     lr: float = 1e-4
+    lr_min: float = 0.0  # the cosine decays to this
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = 0.0
     val_every: int = 200
     val_max: int | None = None  # validate on at most this many crops (balanced subset)
+    patience: int | None = None  # stop after this many validations without a better AUC
     augment: bool = True
     jpeg_quality: tuple[int, int] = (40, 95)
     device: str | None = None  # default: cuda when present
     threads: int | None = None  # CPU threads for torch
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    channels_last: bool = True
+    checkpoint_every_s: float = 300.0
     out_dir: Path = Path("runs")
     licence: str = "research use only (see training_data)"
     training_data: str = ""
@@ -118,12 +145,13 @@ def _read_rows(src: DataSource, seed: int) -> list[dict]:
 
 class FaceStage:
     """The pipeline's face stage for training data: MTCNN, the largest face per frame,
-    a square crop at the pipeline's margin."""
+    cut by the run's crop spec (the one the member will be served with)."""
 
-    def __init__(self, settings: DetectorSettings, device: str):
+    def __init__(self, settings: DetectorSettings, device: str, crop: CropSpec):
         from .faces import FaceDetector
 
         self.settings = settings
+        self.crop = crop
         self.detector = FaceDetector(device, settings.face_min_prob, settings.face_min_size,
                                      settings.detect_max_side)
 
@@ -146,14 +174,12 @@ class FaceStage:
         return out
 
     def crops(self, path: Path, n: int) -> list[np.ndarray]:
-        from .faces import crop_square
-
         out = []
         for rgb in self.frames(path, n):
             dets = self.detector.detect([rgb])[0]
             if dets:
                 d = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-                out.append(crop_square(rgb, d.box, self.settings.face_margin))
+                out.append(self.crop.cut(rgb, d.box))
         return out
 
 
@@ -162,8 +188,9 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
     """The face crops of one source at ``size`` px, cached by the label file's content."""
     from PIL import Image
 
+    crop = None if src.faces else face_stage.crop.model_dump()
     digest = hashlib.sha256(json.dumps([sha256_file(src.labels), src.faces, src.limit, src.frames_per_video,
-                                        size, seed]).encode()).hexdigest()[:16]
+                                        size, seed, crop]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"crops-{Path(src.labels).parent.name}-{digest}.npz"
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
@@ -191,7 +218,7 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
 
 
 # --------------------------------------------------------------------------- augmentation
-def augmentations(size: int, jpeg_quality: tuple[int, int]):
+def augmentations(size: int, jpeg_quality: tuple[int, int], seed: int = 0):
     """The MeVer paper's augmentations, then JPEG re-compression."""
     import albumentations as A
     import cv2
@@ -208,7 +235,7 @@ def augmentations(size: int, jpeg_quality: tuple[int, int]):
         A.RandomSunFlare(flare_roi=(0, 0, 1, 0.5), src_radius=size // 4, p=0.03),
         A.RandomRain(drop_width=1, blur_value=3, p=0.03),
         A.ImageCompression(quality_range=jpeg_quality, p=0.7),
-    ])
+    ], seed=seed)
 
 
 class BatchMaker:
@@ -221,7 +248,7 @@ class BatchMaker:
         self.sbi_real = sbi_real  # extra real-only images for SBI (N, S, S, 3)
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
-        self.aug = augmentations(size, cfg.jpeg_quality) if cfg.augment else None
+        self.aug = augmentations(size, cfg.jpeg_quality, cfg.seed) if cfg.augment else None
         if len(self.real) == 0 and len(sbi_real) == 0:
             raise ValueError("no real training faces: SBI and the real half of each batch need some")
         sbi = cfg.sbi_share if len(self.fake) else 1.0
@@ -253,6 +280,34 @@ class BatchMaker:
             imgs = [self.aug(image=im)["image"] for im in imgs]
         return np.stack(imgs), np.asarray(labels, np.float32)
 
+    def _aug_parts(self) -> list:
+        """The augmentation pipeline and every transform in it: each draws from its own generators."""
+        from albumentations.core.composition import BaseCompose
+
+        out, todo = [], [self.aug] if self.aug is not None else []
+        while todo:
+            t = todo.pop(0)
+            out.append(t)
+            if isinstance(t, BaseCompose):  # Compose, OneOf: transforms inside
+                todo.extend(t.transforms)
+        return out
+
+    def state(self) -> dict:
+        """Where the batch stream is: every generator it draws from."""
+        return {"rng": self.rng.bit_generator.state,
+                "aug": [{"np": t.random_generator.bit_generator.state, "py": t.py_random.getstate()}
+                        for t in self._aug_parts()]}
+
+    def set_state(self, st: dict) -> None:
+        self.rng.bit_generator.state = st["rng"]
+        parts = self._aug_parts()
+        if len(parts) != len(st["aug"]):
+            raise ValueError("the checkpoint's augmentations differ from this run's")
+        for t, g in zip(parts, st["aug"]):
+            t.random_generator.bit_generator.state = g["np"]
+            py = g["py"]
+            t.py_random.setstate((py[0], tuple(py[1]), py[2]))
+
 
 # --------------------------------------------------------------------------- model
 def build_model(cfg: TrainConfig):
@@ -274,21 +329,23 @@ def build_model(cfg: TrainConfig):
     return model
 
 
-def to_input(batch: np.ndarray, mean, std, device: str):
+def to_input(batch: np.ndarray, mean, std, device: str, channels_last: bool = False):
     import torch
 
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (x - m) / s
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def predict_logits(model, images: np.ndarray, mean, std, device: str, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model, images: np.ndarray, mean, std, device: str, batch_size: int = 64,
+                   precision: str = "fp32") -> np.ndarray:
     import torch
 
     model.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for i in range(0, len(images), batch_size):
             out.append(model(to_input(images[i:i + batch_size], mean, std, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -308,47 +365,137 @@ def _git_commit() -> str | None:
 
 def save_weights(model, path: Path) -> str:
     """fp16 safetensors (integer buffers kept as they are); returns the sha256."""
-    import torch
     from safetensors.torch import save_file
 
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"format": "pt"})
-    del torch
+    tmp = path.with_suffix(".part")
+    save_file(sd, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
     return sha256_file(path)
 
 
-def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every: int = 20) -> dict:
-    """Run one training; returns the training record (also written beside the weights)."""
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (1-based): linear warm-up, then cosine."""
+    if cfg.warmup_steps and step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def resolve_crop(cfg: TrainConfig) -> CropSpec:
+    """The run's crop: the config's, else the face-crop sources' (which must agree with it)."""
+    declared = {s.crop for s in cfg.data + cfg.sbi_sources if s.faces and s.crop is not None}
+    crop = cfg.crop or (declared.pop() if len(declared) == 1 else None) or CropSpec()
+    for s in cfg.data + cfg.sbi_sources:
+        if s.faces and s.crop is not None and s.crop != crop:
+            raise ValueError(f"{s.labels}: its crops are {s.crop.label()}, but the run trains on {crop.label()}; "
+                             "training and serving would disagree")
+    return crop
+
+
+# The config keys a resumed run may change; any other difference is a different run.
+RESUMABLE_CHANGES = {"steps", "patience", "checkpoint_every_s", "threads", "val_every", "out_dir", "device"}
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class _RunState:
+    step: int = 0
+    losses: list = None
+    lrs: list = None
+    history: list = None
+    best: dict | None = None
+    seconds: float = 0.0  # training time over all the run's sessions
+    sessions: int = 0
+
+    def __post_init__(self):
+        self.losses = self.losses or []
+        self.lrs = self.lrs or []
+        self.history = self.history or []
+
+
+def _save_checkpoint(path: Path, model, opt, batches: BatchMaker, state: _RunState, cfg: TrainConfig) -> None:
+    import torch
+
+    ck = {"format": 1, "config": json.loads(cfg.model_dump_json()), "model": model.state_dict(),
+          "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "batches": batches.state(),
+          "run": {"step": state.step, "losses": state.losses, "lrs": state.lrs, "history": state.history,
+                  "best": state.best, "seconds": state.seconds, "sessions": state.sessions}}
+    tmp = path.with_suffix(".part")
+    torch.save(ck, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model, opt, batches: BatchMaker, cfg: TrainConfig) -> _RunState:
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    was, now = ck["config"], json.loads(cfg.model_dump_json())
+    changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError(f"{path} was written by a run with other settings ({', '.join(changed)}); "
+                         "start a new run (another out_dir or name) instead of resuming")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    torch.set_rng_state(ck["torch_rng"])
+    batches.set_state(ck["batches"])
+    return _RunState(**ck["run"])
+
+
+def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every: int = 20,
+          resume: bool = False, stop_after: int | None = None) -> dict:
+    """Run one training (or continue it with ``resume``); returns the training record
+    (also written beside the weights). ``stop_after``: leave after that many steps of
+    this session with a checkpoint written, as an interruption would (the record is
+    then a progress record with ``"finished": False``)."""
     import torch
 
     from .pipeline import resolve_device
 
     settings = settings or DetectorSettings()
     device = resolve_device(cfg.device or settings.device)
+    precision = resolve_precision(device, cfg.precision)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    crop = resolve_crop(cfg)
     model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     dc = model.data_config
     size = cfg.input_size or dc.input_size
     cache_dir = settings.cache_dir / "train-crops"
 
     face_stage = None
     if any(not s.faces for s in cfg.data + cfg.sbi_sources):
-        face_stage = FaceStage(settings, device)
+        face_stage = FaceStage(settings, device, crop)
     t0 = time.perf_counter()
     parts = [load_crops(s, size, cfg.seed, cache_dir, face_stage) for s in cfg.data]
-    crops = Crops(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+    raw_groups = np.concatenate([p.groups for p in parts])
+    crops = Crops(parts[0].images if len(parts) == 1 else np.concatenate([p.images for p in parts]),
+                  np.concatenate([p.labels for p in parts]),
                   np.concatenate([np.char.add(f"{k}:", p.groups) for k, p in enumerate(parts)]))
+    del parts  # (several sources: the concatenated copy is the only one kept)
     sbi_parts = [load_crops(s, size, cfg.seed, cache_dir, face_stage) for s in cfg.sbi_sources]
     sbi_real = np.concatenate([p.images[p.labels == 0] for p in sbi_parts]) if sbi_parts \
         else np.zeros((0, size, size, 3), np.uint8)
     load_s = time.perf_counter() - t0
-    train_idx, val_idx = split_by_group(crops.groups, cfg.val_fraction, cfg.seed)
-    val_idx = balanced_subset(crops.labels, val_idx, cfg.val_max, cfg.seed)
-    log.info("%d training crops (%d fake), %d validation, %d SBI-only reals; data read in %.0f s",
-             len(train_idx), int(crops.labels[train_idx].sum()), len(val_idx), len(sbi_real), load_s)
+    # The side of a row is decided by its own group name (not the "k:" source prefix),
+    # so the same original video is on the same side in every tool that splits it.
+    sides = split_by_group(raw_groups, cfg.split, cfg.seed)
+    train_idx = sides["train"]
+    val_idx = balanced_subset(crops.labels, sides["val"], cfg.val_max, cfg.seed)
+    log.info("%d training crops (%d fake), %d validation, %d calibration, %d test, %d SBI-only reals; "
+             "crop %s, %s, data read in %.0f s", len(train_idx), int(crops.labels[train_idx].sum()),
+             len(val_idx), len(sides["calibration"]), len(sides["test"]), len(sbi_real), crop.label(),
+             precision, load_s)
     batches = BatchMaker(crops, train_idx, sbi_real, cfg, size)
 
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -356,53 +503,104 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     out_dir = Path(cfg.out_dir) / cfg.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    losses: list[float] = []
-    history: list[dict] = []
-    best: dict | None = None
+    ck_path = out_dir / "checkpoint.pt"
     best_path = out_dir / "best.safetensors"
-    t_train = time.perf_counter()
-    data_s = 0.0
+    if resume and ck_path.is_file():
+        st = _load_checkpoint(ck_path, model, opt, batches, cfg)
+        log.info("resumed %s at step %d (%.2f h trained so far)", ck_path, st.step, st.seconds / 3600)
+    elif resume:
+        raise FileNotFoundError(f"nothing to resume: {ck_path} does not exist")
+    else:
+        st = _RunState()
+    st.sessions += 1
 
     def validate(step: int) -> dict:
-        nonlocal best
         if len(val_idx) == 0:
             return {}
-        logits = predict_logits(model, crops.images[val_idx], dc.mean, dc.std, device)
+        logits = predict_logits(model, crops.images[val_idx], dc.mean, dc.std, device, precision=precision)
         y = crops.labels[val_idx]
-        rec = {"step": step, "auc": roc_auc(y, _sigmoid(logits)),
-               "balanced_accuracy": balanced_accuracy(y, _sigmoid(logits)),
+        rec = {"step": step, "images_seen": step * cfg.batch_size, "hours": round(st.seconds / 3600, 3),
+               "auc": roc_auc(y, _sigmoid(logits)), "balanced_accuracy": balanced_accuracy(y, _sigmoid(logits)),
                "loss": float(loss_fn(torch.from_numpy(logits), torch.from_numpy(y.astype(np.float32))))}
-        history.append(rec)
+        st.history.append(rec)
         log.info("step %d: validation AUC %.4f, BA %.4f, loss %.4f", step, rec["auc"] or 0,
                  rec["balanced_accuracy"] or 0, rec["loss"])
-        if best is None or (rec["auc"] or 0) > (best["auc"] or 0):
-            best = dict(rec, logits=logits)
+        if st.best is None or (rec["auc"] or 0) > (st.best["auc"] or 0):
+            st.best = dict(rec)
             save_weights(model, best_path)
         model.train()
         return rec
 
+    def flattened() -> bool:
+        if not cfg.patience or st.best is None:
+            return False
+        return sum(1 for h in st.history if h["step"] > st.best["step"]) >= cfg.patience
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old_handler = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     model.train()
-    for step in range(1, cfg.steps + 1):
-        td = time.perf_counter()
-        xb, yb = batches()
-        data_s += time.perf_counter() - td
-        x = to_input(xb, dc.mean, dc.std, device)
-        y = torch.from_numpy(yb).to(device)
-        loss = loss_fn(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % log_every == 0 or step == 1:
-            log.info("step %d/%d loss %.4f (mean of last %d: %.4f)", step, cfg.steps, losses[-1],
-                     min(log_every, len(losses)), float(np.mean(losses[-log_every:])))
-        if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
-            validate(step)
-    validate(cfg.steps)
-    train_s = time.perf_counter() - t_train
-    if best is None:  # no validation split: the last weights
+    t_last_ck = t_session = time.perf_counter()
+    seconds_before = st.seconds
+    data_s = 0.0
+    session_steps = 0
+    finished = False
+    try:
+        while st.step < cfg.steps and not flattened():
+            step = st.step + 1
+            td = time.perf_counter()
+            xb, yb = batches()
+            data_s += time.perf_counter() - td
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = to_input(xb, dc.mean, dc.std, device, cfg.channels_last)
+            y = torch.from_numpy(yb).to(device)
+            with autocast(device, precision):
+                out = model(x)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            st.step = step
+            st.losses.append(loss.item())
+            st.lrs.append(lr)
+            session_steps += 1
+            st.seconds = seconds_before + time.perf_counter() - t_session
+            if step % log_every == 0 or step == 1:
+                log.info("step %d/%d lr %.2e loss %.4f (mean of last %d: %.4f), %.1f img/s", step, cfg.steps, lr,
+                         st.losses[-1], min(log_every, len(st.losses)), float(np.mean(st.losses[-log_every:])),
+                         session_steps * cfg.batch_size / max(1e-9, st.seconds - seconds_before))
+            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
+                validate(step)
+            interrupted = stop["signal"] is not None or (stop_after is not None and session_steps >= stop_after)
+            if interrupted or time.perf_counter() - t_last_ck >= cfg.checkpoint_every_s:
+                _save_checkpoint(ck_path, model, opt, batches, st, cfg)
+                t_last_ck = time.perf_counter()
+            if interrupted:
+                raise _Stop
+        if not st.history or st.history[-1]["step"] != st.step:
+            validate(st.step)
+        finished = True
+    except (_Stop, KeyboardInterrupt):
+        _save_checkpoint(ck_path, model, opt, batches, st, cfg)
+        log.info("stopped at step %d; checkpoint %s (continue with --resume)", st.step, ck_path)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    progress = {"member": cfg.name, "finished": finished, "step": st.step, "steps": cfg.steps,
+                "images_seen": st.step * cfg.batch_size, "hours": round(st.seconds / 3600, 3),
+                "best": st.best, "validation_history": st.history, "checkpoint": str(ck_path)}
+    if not finished:
+        (out_dir / "progress.json").write_text(json.dumps(progress, indent=2))
+        return progress
+    _save_checkpoint(ck_path, model, opt, batches, st, cfg)  # the finished state, for a longer schedule later
+    if st.best is None:  # no validation split: the last weights
         save_weights(model, best_path)
-        best = {"step": cfg.steps, "auc": None, "balanced_accuracy": None, "logits": None}
+        st.best = {"step": st.step, "auc": None, "balanced_accuracy": None}
 
     import timm
 
@@ -410,45 +608,84 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
     final = out_dir / filename
     best_path.replace(final)
     sha = sha256_file(final)
+    # The chosen weights, measured on the sides that did not choose them.
+    from safetensors.torch import load_file
+
+    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
+                           for k, v in load_file(str(final)).items()})
+    held_out = {}
     calibration = None
-    if best.get("logits") is not None:
-        calibration = fit_platt(best["logits"], crops.labels[val_idx]).model_dump()
-        calibration["fitted_on"] = f"validation split of {', '.join(str(s.labels) for s in cfg.data)} (n={len(val_idx)})"
+    for side in ("calibration", "test"):
+        idx = sides[side]
+        if len(idx) == 0 or len(np.unique(crops.labels[idx])) < 2:
+            continue
+        logits = predict_logits(model, crops.images[idx], dc.mean, dc.std, device, precision=precision)
+        y = crops.labels[idx]
+        if side == "calibration":
+            platt = fit_platt(logits, y)
+            calibration = platt.model_dump()
+            calibration["fitted_on"] = (f"calibration split of {', '.join(str(s.labels) for s in cfg.data)} "
+                                        f"(n={len(idx)})")
+            p = platt.apply(logits)
+        else:
+            p = Platt.model_validate(calibration).apply(logits) if calibration else _sigmoid(logits)
+        held_out[side] = {"n": int(len(idx)), "fake": int(y.sum()), "auc": roc_auc(y, p),
+                          "balanced_accuracy": balanced_accuracy(y, p)}
+    log_every_curve = max(1, log_every)
     record = {
         "member": cfg.name, "version": cfg.version, "architecture": cfg.architecture,
         "weights": {"file": filename, "sha256": sha, "size_bytes": final.stat().st_size, "dtype": "float16"},
+        "crop": crop.model_dump(), "input_size": size, "precision": precision,
         "config": json.loads(cfg.model_dump_json()),
         "data": [{"labels": str(s.labels), "sha256": sha256_file(s.labels)} for s in cfg.data + cfg.sbi_sources],
         "counts": {"train": int(len(train_idx)), "train_fake": int(crops.labels[train_idx].sum()),
                    "val": int(len(val_idx)), "val_fake": int(crops.labels[val_idx].sum()),
+                   "calibration": int(len(sides["calibration"])), "test": int(len(sides["test"])),
                    "sbi_only_reals": int(len(sbi_real))},
-        "best": {k: v for k, v in best.items() if k != "logits"},
-        "validation_history": history,
-        "loss_curve": [round(float(np.mean(losses[i:i + log_every])), 4) for i in range(0, len(losses), log_every)],
+        "steps": st.step, "images_seen": st.step * cfg.batch_size, "hours": round(st.seconds / 3600, 3),
+        "sessions": st.sessions, "stopped_by": "patience" if st.step < cfg.steps else "schedule",
+        "best": st.best,
+        "held_out": held_out,
+        "validation_history": st.history,
+        "loss_curve": [round(float(np.mean(st.losses[i:i + log_every_curve])), 4)
+                       for i in range(0, len(st.losses), log_every_curve)],
+        "lr_curve": [float(st.lrs[i]) for i in range(0, len(st.lrs), log_every_curve)],
+        "curve_every": log_every_curve,
         "calibration": calibration,
-        "timing_s": {"data": round(load_s, 1), "train": round(train_s, 1), "batches": round(data_s, 1)},
+        "timing_s": {"data": round(load_s, 1), "train": round(st.seconds, 1), "batches_this_session": round(data_s, 1)},
         "device": device, "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__},
         "git_commit": _git_commit(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (out_dir / "training-record.json").write_text(json.dumps(record, indent=2))
-    entry = manifest_entry(cfg, record, size, dc)
+    entry = manifest_entry(cfg, record, size, dc, crop)
     (out_dir / "manifest-entry.json").write_text(entry.model_dump_json(indent=2, exclude_none=True))
     record["manifest_entry"] = json.loads(entry.model_dump_json(exclude_none=True))
+    record["finished"] = True
     return record
 
 
-def manifest_entry(cfg: TrainConfig, record: dict, size: int, dc) -> Member:
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def manifest_entry(cfg: TrainConfig, record: dict, size: int, dc, crop: CropSpec) -> Member:
     best = record["best"]
     metrics = {}
     if best.get("auc") is not None:
         metrics = {"val_auc": round(best["auc"], 4), "val_balanced_accuracy": round(best["balanced_accuracy"], 4)}
+    for side, m in record.get("held_out", {}).items():
+        if m.get("auc") is not None:
+            metrics[f"{side}_auc"] = round(m["auc"], 4)
+            metrics[f"{side}_balanced_accuracy"] = round(m["balanced_accuracy"], 4)
     return Member(
         name=cfg.name, version=cfg.version, architecture=cfg.architecture,
         description=cfg.description or f"{cfg.architecture} trained by deepfake-train ({record['counts']['train']} "
-                                       f"crops, {cfg.steps} steps).",
-        input_size=size if size != dc.input_size else None,
+                                       f"crops, {record['steps']} steps).",
+        input_size=size if size != dc.input_size else None, crop=crop,
         weights=WeightsRef(url=cfg.url_base + record["weights"]["file"], sha256=record["weights"]["sha256"],
                            filename=record["weights"]["file"], format="safetensors",
                            size_bytes=record["weights"]["size_bytes"]),
@@ -487,11 +724,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a top-level config value (TOML syntax), e.g. --set steps=50")
     p.add_argument("--manifest", type=Path, help="upsert the new entry into this manifest file")
     p.add_argument("--ship", type=Path, help="also copy weights and training record into this folder")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="leave after N steps with a checkpoint written (continue later with --resume)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.config, args.overrides)
-    record = train(cfg)
+    record = train(cfg, resume=args.resume, stop_after=args.stop_after)
     out = Path(cfg.out_dir) / cfg.name
+    if not record["finished"]:
+        print(f"{cfg.name}: stopped at step {record['step']}/{record['steps']} ({record['hours']:.2f} h); "
+              f"continue with: deepfake-train {args.config} --resume")
+        return 0
     entry = Member.model_validate(record["manifest_entry"])
     if args.ship:
         import shutil
@@ -507,15 +751,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def calibrate_members(manifest: Manifest, store, labels: Path, group: str | None, names: list[str] | None,
-                      val_fraction: float = 0.15, seed: int = 0, limit: int | None = None,
-                      device: str = "cpu") -> dict[str, dict]:
-    """Fit each member's Platt calibration on the validation split of a face-crop set
-    (the same split ``deepfake-train`` holds out: by ``group``, same seed and fraction)."""
+                      seed: int = 0, limit: int | None = None, device: str = "cpu") -> dict[str, dict]:
+    """Fit each member's Platt calibration on the calibration split of a face-crop set
+    (the side ``deepfake-train`` keeps for it: by ``group``, :mod:`detector.splits`)."""
     from .ensemble import MemberModel
 
     settings = DetectorSettings()
@@ -527,14 +766,17 @@ def calibrate_members(manifest: Manifest, store, labels: Path, group: str | None
         mm.calibration = None  # fit on the raw logit
         src = DataSource(labels=labels, faces=True, group=group)
         crops = load_crops(src, mm.input_size, seed, settings.cache_dir / "train-crops")
-        _, val_idx = split_by_group(crops.groups, val_fraction, seed)
-        val_idx = balanced_subset(crops.labels, val_idx, limit, seed)
+        val_idx = balanced_subset(crops.labels, split_by_group(crops.groups, seed=seed)["calibration"], limit, seed)
         logits = predict_logits(mm.model, crops.images[val_idx], mm.mean, mm.std, device)
         y = crops.labels[val_idx]
         platt = fit_platt(logits, y)
-        platt.fitted_on = f"validation split of {labels} by {group} (n={len(val_idx)})"
+        platt.fitted_on = f"calibration split of {labels} by {group} (n={len(val_idx)})"
         out[member.name] = {"calibration": platt.model_dump(),
                             "raw_auc": roc_auc(y, _sigmoid(logits)),
                             "raw_balanced_accuracy": balanced_accuracy(y, _sigmoid(logits)),
                             "calibrated_balanced_accuracy": balanced_accuracy(y, platt.apply(logits))}
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

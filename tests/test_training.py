@@ -38,14 +38,17 @@ def test_a_few_steps_lower_the_loss_and_write_a_member(tmp_path, monkeypatch):
     labels = _tiny_set(tmp_path)
     cfg = TrainConfig(name="tiny", architecture="meve_lite0", init="imagenet", input_size=64,
                       data=[{"labels": labels, "group": "original_video"}], sbi_share=0.0,
-                      augment=False, steps=30, batch_size=8, lr=1e-3, val_every=0, val_fraction=0.25,
+                      augment=False, steps=30, batch_size=8, lr=1e-3, val_every=0,
+                      split={"val": 0.25, "calibration": 0.25, "test": 0.2}, schedule="constant",
                       threads=2, out_dir=tmp_path / "runs", training_data="made in the test")
     rec = train(cfg, log_every=5)
     curve = rec["loss_curve"]
     assert len(curve) == 6
     assert np.mean(curve[-2:]) < 0.7 * curve[0], curve  # the loss falls
     # the split kept every original video on one side
-    assert rec["counts"]["train"] + rec["counts"]["val"] == 48 and rec["counts"]["val"] == 12
+    c = rec["counts"]
+    assert c["train"] + c["val"] + c["calibration"] + c["test"] == 48
+    assert all(c[k] % 2 == 0 for k in ("train", "val", "calibration", "test"))  # a real and its fake together
     # fp16 safetensors whose sha256 is the one recorded, and a manifest entry that loads
     from safetensors.torch import load_file
 
@@ -107,3 +110,49 @@ def test_a_config_without_real_faces_is_refused():
     cfg = TrainConfig(name="x", architecture="meve_lite0", data=[])
     with pytest.raises(ValueError, match="no real training faces"):
         BatchMaker(crops, np.arange(4), np.zeros((0, 8, 8, 3), np.uint8), cfg, 8)
+
+
+def test_resume_continues_a_run_bit_for_bit(tmp_path, monkeypatch):
+    """N steps, an interruption, --resume for M more == N + M steps in one go: same losses,
+    same weights (augmentation, Self-Blended Images, dropout and the schedule all included)."""
+    monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
+    labels = _tiny_set(tmp_path, n=16)
+
+    def cfg(out):
+        return TrainConfig(name="r", architecture="meve_lite0", init="none", input_size=64,
+                           data=[{"labels": labels, "group": "original_video"}], sbi_share=0.5, augment=True,
+                           steps=10, warmup_steps=3, batch_size=8, lr=1e-3, val_every=4, patience=None,
+                           split={"val": 0.25, "calibration": 0.25, "test": 0.2}, threads=2,
+                           checkpoint_every_s=3600, out_dir=out, training_data="made in the test")
+
+    straight = train(cfg(tmp_path / "a"), log_every=1)
+    assert straight["finished"] and straight["steps"] == 10
+    first = train(cfg(tmp_path / "b"), log_every=1, stop_after=6)
+    assert not first["finished"] and first["step"] == 6
+    assert (tmp_path / "b" / "r" / "checkpoint.pt").is_file()
+    resumed = train(cfg(tmp_path / "b"), log_every=1, resume=True)
+    assert resumed["finished"] and resumed["sessions"] == 2
+    assert resumed["loss_curve"] == straight["loss_curve"]  # every step's loss, to the 4th decimal
+    assert resumed["lr_curve"] == straight["lr_curve"]
+    assert resumed["weights"]["sha256"] == straight["weights"]["sha256"]  # the same bits
+    assert [h["auc"] for h in resumed["validation_history"]] == [h["auc"] for h in straight["validation_history"]]
+    # the schedule: linear warm-up to lr, then a cosine down to lr_min
+    lrs = straight["lr_curve"]
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3]) and lrs[-1] < lrs[3] and lrs == sorted(lrs[:3]) + lrs[3:]
+    # a checkpoint from other settings is refused, not silently continued
+    other = cfg(tmp_path / "b").model_copy(update={"lr": 5e-4})
+    with pytest.raises(ValueError, match="other settings"):
+        train(other, resume=True)
+
+
+def test_patience_stops_a_run_whose_validation_curve_has_flattened(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
+    labels = _tiny_set(tmp_path, n=16)
+    cfg = TrainConfig(name="p", architecture="meve_lite0", init="none", input_size=64,
+                      data=[{"labels": labels, "group": "original_video"}], sbi_share=0.0, augment=False,
+                      steps=200, batch_size=8, lr=0.0, schedule="constant", val_every=2, patience=2,
+                      split={"val": 0.25, "calibration": 0.25, "test": 0.2}, threads=2, out_dir=tmp_path / "runs")
+    rec = train(cfg, log_every=1)
+    # lr 0: the AUC never improves after the first validation, so the run ends two validations later
+    assert rec["steps"] == 6 and rec["stopped_by"] == "patience"
+    assert [h["step"] for h in rec["validation_history"]] == [2, 4, 6]
