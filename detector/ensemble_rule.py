@@ -1,7 +1,7 @@
 """``deepfake-ensemble``: which members make the default ensemble, and with what weights.
 
   deepfake-ensemble collect --calibration FACES.csv --group COL --devset MEDIA.csv --out SCORES.json
-  deepfake-ensemble fit SCORES.json [--manifest detector/manifest.json]
+  deepfake-ensemble fit SCORES.json [--out RULE.json] [--manifest detector/manifest.json]
 
 ``collect`` scores every candidate member (every manifest member with verified weights
 that was not trained on the calibration or test side) on two sets, and stores their
@@ -24,8 +24,10 @@ calibrated logits:
    (cluster mean, max over clusters and shots).
 3. Greedy forward selection: start from the member with the best J, add the member
    that raises J most, stop when no member raises it by ``MIN_GAIN`` or more.
-4. The chosen S, its weights and every step's J are written to the manifest's
-   ``ensemble`` entry. The test side is not read.
+4. The chosen S, its weights and every step's J are written to ``--out`` and, to apply
+   them, into the manifest's ``ensemble`` entry. The test side is not read. A choice
+   that loses to the current default where users' media are (the devset, real photos)
+   is recorded and not applied (``detector/measurements/ensemble-rule.json`` says why).
 
 Because ``fit`` reads only the stored scores, anyone can check that the shipped weights
 follow from them (a test does).
@@ -196,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     f = sub.add_parser("fit", help="apply the rule to a scores file; print it, or write it into a manifest")
     f.add_argument("scores", type=Path)
-    f.add_argument("--manifest", type=Path, help="write the chosen ensemble into this manifest file")
+    f.add_argument("--manifest", type=Path, help="write the chosen ensemble into this manifest file (apply it)")
+    f.add_argument("--out", type=Path, help="write the rule's result here (ensemble-rule.json)")
+    f.add_argument("--decision", default="", help="with --out: why it is or is not applied")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.cmd == "collect":
@@ -224,9 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {' + '.join(st['members']):<60} J {st['J']:.4f}  (calibration AUC {st['calibration_auc']:.4f}, "
               f"devset video AUC {st['devset_video_auc']})")
     print(json.dumps(rule.model_dump(exclude={"selection"}), indent=2))
+    if args.out:
+        applied = load_manifest().ensemble
+        args.out.write_text(json.dumps({"rule": rule.model_dump(), "applied": applied is not None and
+                                        applied.members == rule.members, "decision": args.decision}, indent=2) + "\n")
     if args.manifest:
         manifest = load_manifest(args.manifest)
         manifest.ensemble = rule
+        for m in manifest.members:  # the flags say the same as the rule (optional members join once installed)
+            m.default = m.name in rule.members
         args.manifest.write_text(manifest.model_dump_json(indent=2, exclude_none=True) + "\n")
         print(f"written into {args.manifest}")
     return 0

@@ -135,6 +135,7 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
     rows = [rows[i] for i in idx]
     media, face_level = Scores(), Scores()
     skipped = []
+    items: list[dict] = []  # media: each one's score and verdict as a user would see it
     pending: list[tuple[np.ndarray, bool, str]] = []  # face crops, scored a batch at a time
 
     def score_pending():
@@ -162,14 +163,21 @@ def evaluate(csv_path: Path, analyzer, faces_only: bool = False, progress=None,
             continue
         if a.report.score is None:
             skipped.append({"path": row["path"], "reason": "no face scored"})
+            items.append({"path": row["path"], "label": row["label"], "score": None,
+                          "verdict": a.report.verdict.value})
             continue
         media.add(fake, a.report.score, a.member_scores, manip)
+        items.append({"path": row["path"], "label": row["label"], "score": a.report.score,
+                      "verdict": a.report.verdict.value})
         for score, per in a.face_scores:
             face_level.add(fake, score, per, manip)
     score_pending()
     result = {"rows": len(rows), "skipped": skipped, "face_level": face_level.metrics()}
     if not faces_only:
         result["video_level"] = media.metrics()
+        result["items"] = items
+        result["verdicts"] = {lab: {v: sum(1 for it in items if it["label"] == lab and it["verdict"] == v)
+                                    for v in sorted({it["verdict"] for it in items})} for lab in ("real", "fake")}
     main = media if not faces_only else face_level
     top = result["face_level" if faces_only else "video_level"]["ensemble"]
     result.update(auc=top["auc"], balanced_accuracy=top["balanced_accuracy"])
@@ -288,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nper manipulation (ensemble, threshold {THRESHOLD}): {'n':>4} {'mean':>6} {'acc':>6}")
     for k, v in res["per_manipulation"].items():
         print(f"  {k:<44} {v['n']:>4} {v['mean_score']:6.3f} {v['accuracy']:6.3f}")
+    for lab, counts in res.get("verdicts", {}).items():
+        if sum(counts.values()):
+            print(f"verdicts on the {lab} media: " + ", ".join(f"{v} {n}" for v, n in counts.items() if n))
     for s in res["skipped"]:
         print(f"skipped {s['path']}: {s['reason']}")
     print(f"\nplots: {', '.join(res['plots'])}")

@@ -57,8 +57,9 @@ class DetectorSettings(BaseSettings):
 
     # Scoring
     batch_size: int = 32
-    # auto: bfloat16 autocast where the CPU (AVX-512 BF16/AMX) or GPU has it, else fp32
-    precision: str = "auto"
+    # Scoring precision: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16/AMX or the GPU
+    # has bf16). fp32 by default: under bf16 autocast the MesoNet members scored slower here.
+    precision: str = "fp32"
     members: list[str] | None = None  # restrict the ensemble to these manifest names
     device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when present
 

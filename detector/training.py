@@ -388,9 +388,13 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 def resolve_crop(cfg: TrainConfig) -> CropSpec:
     """The run's crop: the config's, else the face-crop sources' (which must agree with it)."""
-    declared = {s.crop for s in cfg.data + cfg.sbi_sources if s.faces and s.crop is not None}
+    sources = cfg.data + cfg.sbi_sources
+    declared = {s.crop for s in sources if s.faces and s.crop is not None}
+    if cfg.crop is None and any(s.faces and s.crop is None for s in sources):
+        raise ValueError("say which crop the face-crop sources follow (crop = { margin = ..., shape = ... } "
+                         "on the source or the run): it is the crop the member will be served with")
     crop = cfg.crop or (declared.pop() if len(declared) == 1 else None) or CropSpec()
-    for s in cfg.data + cfg.sbi_sources:
+    for s in sources:
         if s.faces and s.crop is not None and s.crop != crop:
             raise ValueError(f"{s.labels}: its crops are {s.crop.label()}, but the run trains on {crop.label()}; "
                              "training and serving would disagree")

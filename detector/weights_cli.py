@@ -9,7 +9,7 @@
                                     install a public detector's own file (DFDC B7, SBI B4),
                                     checked against the manifest's sha256 or pinned to HASH
   deepfake-weights calibrate LABELS.csv --manifest PATH [--group COL] [NAME...]
-                                    fit each member's calibration on the validation split
+                                    fit each member's calibration on the calibration split
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("names", nargs="*")
     cal.add_argument("--manifest", type=Path, required=True, help="manifest file to write the calibrations into")
     cal.add_argument("--group", default="original_video")
-    cal.add_argument("--limit", type=int, default=None, help="balanced subset of the validation split")
+    cal.add_argument("--limit", type=int, default=None, help="balanced subset of the calibration split")
     args = p.parse_args(argv)
 
     settings = DetectorSettings()

@@ -9,8 +9,9 @@ from extension_api.pages import model_card_page
 
 def _write_measurements(folder):
     from detector.manifest import load_manifest
+    from detector.modelcard import default_members
 
-    default = [m.name for m in load_manifest().members if m.default and m.weights is not None]
+    default = sorted(default_members(load_manifest()))
     folder.mkdir()
     lvl = {"ensemble": {"n": 53, "auc": 0.912, "balanced_accuracy": 0.801},
            "members": {"meve-lite0": {"n": 53, "auc": 0.9, "balanced_accuracy": 0.79}}}

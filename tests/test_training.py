@@ -37,7 +37,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_member(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
     labels = _tiny_set(tmp_path)
     cfg = TrainConfig(name="tiny", architecture="meve_lite0", init="imagenet", input_size=64,
-                      data=[{"labels": labels, "group": "original_video"}], sbi_share=0.0,
+                      data=[{"labels": labels, "group": "original_video", "crop": {"margin": 1.0}}],
+                      sbi_share=0.0,
                       augment=False, steps=30, batch_size=8, lr=1e-3, val_every=0,
                       split={"val": 0.25, "calibration": 0.25, "test": 0.2}, schedule="constant",
                       threads=2, out_dir=tmp_path / "runs", training_data="made in the test")
@@ -120,7 +121,8 @@ def test_resume_continues_a_run_bit_for_bit(tmp_path, monkeypatch):
 
     def cfg(out):
         return TrainConfig(name="r", architecture="meve_lite0", init="none", input_size=64,
-                           data=[{"labels": labels, "group": "original_video"}], sbi_share=0.5, augment=True,
+                           data=[{"labels": labels, "group": "original_video", "crop": {"margin": 1.0}}],
+                           sbi_share=0.5, augment=True,
                            steps=10, warmup_steps=3, batch_size=8, lr=1e-3, val_every=4, patience=None,
                            split={"val": 0.25, "calibration": 0.25, "test": 0.2}, threads=2,
                            checkpoint_every_s=3600, out_dir=out, training_data="made in the test")
@@ -149,7 +151,8 @@ def test_patience_stops_a_run_whose_validation_curve_has_flattened(tmp_path, mon
     monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
     labels = _tiny_set(tmp_path, n=16)
     cfg = TrainConfig(name="p", architecture="meve_lite0", init="none", input_size=64,
-                      data=[{"labels": labels, "group": "original_video"}], sbi_share=0.0, augment=False,
+                      data=[{"labels": labels, "group": "original_video", "crop": {"margin": 1.0}}],
+                      sbi_share=0.0, augment=False,
                       steps=200, batch_size=8, lr=0.0, schedule="constant", val_every=2, patience=2,
                       split={"val": 0.25, "calibration": 0.25, "test": 0.2}, threads=2, out_dir=tmp_path / "runs")
     rec = train(cfg, log_every=1)
