@@ -46,13 +46,12 @@ import json
 import logging
 import math
 import platform
-import random
 import signal
 import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -412,17 +411,12 @@ class _Stop(Exception):
 @dataclass
 class _RunState:
     step: int = 0
-    losses: list = None
-    lrs: list = None
-    history: list = None
+    losses: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)
+    history: list = field(default_factory=list)
     best: dict | None = None
     seconds: float = 0.0  # training time over all the run's sessions
     sessions: int = 0
-
-    def __post_init__(self):
-        self.losses = self.losses or []
-        self.lrs = self.lrs or []
-        self.history = self.history or []
 
 
 def _save_checkpoint(path: Path, model, opt, batches: BatchMaker, state: _RunState, cfg: TrainConfig) -> None:

@@ -63,7 +63,10 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
                                   text=True).stdout.split()
         assert len(children) >= 5  # serve, redis-server, the worker (+ its pool), the API, the bot
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("deepfake-serve did not stop within 60 s of Ctrl-C:\n" + log.read_text()[-4000:])
         time.sleep(1)
         left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert left == [], left
