@@ -204,4 +204,5 @@ class FaceScores:
     logits: dict[str, np.ndarray]  # member -> (N,) calibrated logits
 
     def probabilities(self) -> dict[str, np.ndarray]:
-        return {k: (1.0 / (1.0 + np.exp(-v.astype(np.float64)))).astype(np.float32) for k, v in self.logits.items()}
+        return {k: (1.0 / (1.0 + np.exp(-np.clip(v.astype(np.float64), -60, 60)))).astype(np.float32)
+                for k, v in self.logits.items()}
