@@ -21,8 +21,12 @@ class Platt(BaseModel):
     fitted_on: str = ""
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
-        z = self.a * np.asarray(logits, np.float64) + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        return sigmoid(self.a * np.asarray(logits, np.float64) + self.b)
+
+
+def sigmoid(x) -> np.ndarray:
+    """The logistic function in float64, without overflow for extreme logits."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -500, 500)))
 
 
 def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:

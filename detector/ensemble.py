@@ -20,7 +20,7 @@ import numpy as np
 
 from collections.abc import Mapping, Sequence
 
-from .calibration import Platt
+from .calibration import Platt, sigmoid
 from .errors import DetectorError, NoTrainedWeights
 from .faces import CropSpec, resize_square
 from .manifest import EnsembleRule, Manifest, Member
@@ -80,13 +80,6 @@ class MemberModel:
         if self.calibration is not None:
             z = self.calibration.a * z + self.calibration.b
         return z
-
-    def predict(self, batch):
-        """Calibrated fake probabilities for a float tensor (N, 3, H, W) in [0, 1]."""
-        import torch
-
-        with torch.inference_mode():
-            return torch.sigmoid(self.logits(batch))
 
 
 @dataclass(frozen=True)
@@ -204,5 +197,4 @@ class FaceScores:
     logits: dict[str, np.ndarray]  # member -> (N,) calibrated logits
 
     def probabilities(self) -> dict[str, np.ndarray]:
-        return {k: (1.0 / (1.0 + np.exp(-np.clip(v.astype(np.float64), -60, 60)))).astype(np.float32)
-                for k, v in self.logits.items()}
+        return {k: sigmoid(v).astype(np.float32) for k, v in self.logits.items()}

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import fit_logistic
+from .calibration import fit_logistic, sigmoid
 from .evaluate import roc_auc
 from .manifest import EnsembleRule, Manifest, load_manifest
 
@@ -65,12 +65,8 @@ def fit_stack(z: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray,
     return w[:-1], float(w[-1])
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def stacked(z: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
-    return _sigmoid(np.clip(z, -CLIP, CLIP) @ w + b)
+    return sigmoid(np.clip(z, -CLIP, CLIP) @ w + b)
 
 
 def video_score(faces: list[dict], names: list[str], w: np.ndarray, b: float) -> float | None:

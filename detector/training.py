@@ -59,7 +59,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .calibration import Platt, fit_platt
+from .calibration import Platt, fit_platt, sigmoid
 from .evaluate import balanced_accuracy, roc_auc
 from .faces import CropSpec, resize_square
 from .hashing import sha256_file
@@ -350,10 +350,6 @@ def predict_logits(model, images: np.ndarray, mean, std, device: str, batch_size
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -518,7 +514,7 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
         logits = predict_logits(model, crops.images[val_idx], dc.mean, dc.std, device, precision=precision)
         y = crops.labels[val_idx]
         rec = {"step": step, "images_seen": step * cfg.batch_size, "hours": round(st.seconds / 3600, 3),
-               "auc": roc_auc(y, _sigmoid(logits)), "balanced_accuracy": balanced_accuracy(y, _sigmoid(logits)),
+               "auc": roc_auc(y, sigmoid(logits)), "balanced_accuracy": balanced_accuracy(y, sigmoid(logits)),
                "loss": float(loss_fn(torch.from_numpy(logits), torch.from_numpy(y.astype(np.float32))))}
         st.history.append(rec)
         log.info("step %d: validation AUC %.4f, BA %.4f, loss %.4f", step, rec["auc"] or 0,
@@ -626,7 +622,7 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
                                         f"(n={len(idx)})")
             p = platt.apply(logits)
         else:
-            p = Platt.model_validate(calibration).apply(logits) if calibration else _sigmoid(logits)
+            p = Platt.model_validate(calibration).apply(logits) if calibration else sigmoid(logits)
         held_out[side] = {"n": int(len(idx)), "fake": int(y.sum()), "auc": roc_auc(y, p),
                           "balanced_accuracy": balanced_accuracy(y, p)}
     log_every_curve = max(1, log_every)
@@ -770,8 +766,8 @@ def calibrate_members(manifest: Manifest, store, labels: Path, group: str | None
         platt = fit_platt(logits, y)
         platt.fitted_on = f"calibration split of {labels} by {group} (n={len(val_idx)})"
         out[member.name] = {"calibration": platt.model_dump(),
-                            "raw_auc": roc_auc(y, _sigmoid(logits)),
-                            "raw_balanced_accuracy": balanced_accuracy(y, _sigmoid(logits)),
+                            "raw_auc": roc_auc(y, sigmoid(logits)),
+                            "raw_balanced_accuracy": balanced_accuracy(y, sigmoid(logits)),
                             "calibrated_balanced_accuracy": balanced_accuracy(y, platt.apply(logits))}
     return out
 
