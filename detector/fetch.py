@@ -19,13 +19,14 @@ from .errors import (
     DetectorError,
     NotAMedium,
     NotFound,
+    PrivateAddress,
     TooLarge,
     TooLong,
     Unreachable,
     UnsupportedURL,
 )
 from .hashing import sha256_file
-from .netguard import check_url, guarded_session
+from .netguard import check_url, guard_connections, guarded_session
 from .settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 MEDIA_TYPES = ("image/", "video/")
 BINARY_TYPES = ("application/octet-stream", "binary/octet-stream", "application/mp4")
 MAX_REDIRECTS = 5
+# Protocols yt-dlp's own downloaders fetch in-process (HTTP, native HLS and DASH); RTMP,
+# RTSP, websockets and the like would hand the URL to an external program.
+YTDLP_PROTOCOLS = "[protocol~='^(https?|m3u8(_native)?|http_dash_segments)$']"
 CHUNK = 1 << 16
 
 
@@ -63,9 +67,23 @@ def fetch(source: str, dest_dir: Path, settings: DetectorSettings | None = None)
         return Fetched(path, source, None, "file", sha256_file(path), size, path.name)
     dest_dir.mkdir(parents=True, exist_ok=True)
     check_url(source, settings.allow_private_hosts)
-    if _platform_extractor(source):
-        return _fetch_ytdlp(source, source, dest_dir, settings)
-    return _fetch_http(source, dest_dir, settings)
+    # Whatever the link leads to (redirects, a page's embedded media, a manifest's fragments),
+    # every connection made from here on is vetted where the socket connects.
+    with guard_connections(settings.allow_private_hosts) as guard:
+        try:
+            if _platform_extractor(source):
+                got = _fetch_ytdlp(source, source, dest_dir, settings)
+            else:
+                got = _fetch_http(source, dest_dir, settings)
+        except Exception as e:
+            if guard.blocked and not isinstance(e, PrivateAddress):
+                # yt-dlp reports a refused connection as a failed download: say what it was
+                raise guard.refusal() from e
+            raise
+    if guard.blocked:  # a library went on after a refused connection: refuse the whole link
+        got.path.unlink(missing_ok=True)
+        raise guard.refusal()
+    return got
 
 
 def _too_large(size: int, settings: DetectorSettings) -> str:
@@ -165,10 +183,14 @@ def _fetch_ytdlp(original: str, url: str, dest_dir: Path, settings: DetectorSett
     from yt_dlp.utils import DownloadError
 
     h = settings.max_height
+    p = YTDLP_PROTOCOLS
     opts = {
-        # Best mp4-compatible video at or under max_height with audio, else the best single file.
-        "format": (f"bv*[height<={h}][ext=mp4]+ba[ext=m4a]/b[height<={h}][ext=mp4]/"
-                   f"bv*[height<={h}]+ba/b[height<={h}]/w"),
+        # Best mp4-compatible video at or under max_height with audio, else the best single file,
+        # over protocols yt-dlp downloads itself (so through the connection guard).
+        "format": (f"bv*[height<={h}][ext=mp4]{p}+ba[ext=m4a]{p}/b[height<={h}][ext=mp4]{p}/"
+                   f"bv*[height<={h}]{p}+ba{p}/b[height<={h}]{p}/w{p}"),
+        "external_downloader": "native",  # never ffmpeg/aria2c/curl: they open their own sockets
+        "concurrent_fragment_downloads": 1,  # fragments in this thread, where the guard is
         "merge_output_format": "mp4",
         "outtmpl": str(dest_dir / "media.%(ext)s"),
         "noplaylist": True,

@@ -148,3 +148,135 @@ def test_connection_level_guard_catches_a_name_that_rebinds(loopback, tmp_path, 
         fetch(f"http://rebind.test:{loopback.port}/clip.mp4", tmp_path, GUARDED)
     assert answers["n"] == 2
     assert loopback.requests == []  # connected, then closed before any request was sent
+
+
+# -- SSRF through web pages and IPv6 forms (issue 12, items 1 and 2) --------------------------
+
+@pytest.mark.parametrize("addr", [
+    "::127.0.0.1",           # IPv4-compatible
+    "::ffff:0:7f00:1",       # IPv4-translated
+    "2002:7f00:1::",         # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::",      # 6to4 of the cloud metadata address
+    "64:ff9b::7f00:1",       # NAT64 well-known prefix
+    "64:ff9b::a00:1",        # NAT64 of 10.0.0.1
+    "64:ff9b:1::a9fe:a9fe",  # NAT64 local-use prefix
+    "fec0::1",               # site-local
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "::",
+])
+def test_ipv6_forms_that_embed_or_reach_private_ranges_are_refused(addr):
+    assert not is_public_ip(addr)
+    with pytest.raises(PrivateAddress):
+        check_url(f"http://[{addr}]/video.mp4")
+
+
+@pytest.mark.parametrize("addr", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_forms_of_public_addresses_pass(addr):
+    assert is_public_ip(addr)
+
+
+def test_allow_entries_can_name_a_port():
+    from detector.netguard import is_allowed
+
+    assert is_allowed(["127.0.0.1:8080"], "127.0.0.1", 8080)
+    assert not is_allowed(["127.0.0.1:8080"], "127.0.0.1", 8081)
+    assert is_allowed(["127.0.0.1"], "127.0.0.1", 1)
+    assert is_allowed(["[::1]:99"], "::1", 99) and not is_allowed(["[::1]:99"], "::1", 98)
+    assert is_allowed(["::1"], "::1", 5)
+
+
+class _Canary:
+    """A server on a private address that must never be reached: records every hit."""
+
+    def __init__(self, family_host: str, body: bytes):
+        import socket
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[str] = []
+        canary = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                canary.hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *a):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in family_host else socket.AF_INET
+
+        self.httpd = Server((family_host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        host = f"[{family_host}]" if ":" in family_host else family_host
+        self.base = f"http://{host}:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def canaries():
+    clip = shared("media", "devset", "videos", "film_real.mp4").read_bytes()
+    made = [_Canary("127.0.0.1", clip), _Canary("::1", clip)]
+    yield {"v4": made[0], "v6": made[1]}
+    for c in made:
+        c.close()
+
+
+PAGE_FORMS = {
+    "video-src": '<video src="{url}/v.mp4"></video>',
+    "source": '<video controls><source src="{url}/v.mp4" type="video/mp4"></video>',
+    "og-video": '<meta property="og:video" content="{url}/v.mp4"><meta property="og:title" content="x">',
+    "json-ld": ('<script type="application/ld+json">{{"@context": "https://schema.org", "@type": "VideoObject", '
+                '"name": "x", "contentUrl": "{url}/v.mp4"}}</script>'),
+    "twitter-stream": '<meta name="twitter:player:stream" content="{url}/v.mp4">',
+}
+
+
+@pytest.mark.parametrize("form", sorted(PAGE_FORMS))
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_a_public_page_cannot_make_ytdlp_fetch_a_private_address(loopback, canaries, tmp_path, form, family):
+    canary = canaries[family]
+    html = f"<html><head><title>post</title>{PAGE_FORMS[form].format(url=canary.base)}</head><body></body></html>"
+    loopback.routes["/post"] = (200, {"Content-Type": "text/html"}, html.encode())
+    # The page's host (this port only) is allowed, as a public site would be; the canary is not.
+    settings = DetectorSettings(allow_private_hosts=[f"127.0.0.1:{loopback.port}"])
+    with pytest.raises(PrivateAddress, match="connect to a private address"):
+        fetch(loopback.url("/post"), tmp_path, settings)
+    assert canary.hits == []
+    assert not any(tmp_path.glob("media.*"))
+
+
+def test_the_canary_is_reached_when_allowed(loopback, canaries, tmp_path):
+    """Control for the test above: the same page does fetch from the canary when it is allowed."""
+    canary = canaries["v4"]
+    html = f"<html><head><title>post</title>{PAGE_FORMS['source'].format(url=canary.base)}</head></html>"
+    loopback.routes["/post"] = (200, {"Content-Type": "text/html"}, html.encode())
+    settings = DetectorSettings(allow_private_hosts=[f"127.0.0.1:{loopback.port}", f"127.0.0.1:{canary.port}"])
+    got = fetch(loopback.url("/post"), tmp_path, settings)
+    assert got.via == "yt-dlp" and canary.hits
+
+
+def test_hls_fragments_on_a_private_address_are_refused(loopback, canaries, tmp_path):
+    """The manifest is on the allowed host; its segments point at the canary."""
+    canary = canaries["v4"]
+    playlist = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                f"#EXTINF:4.0,\n{canary.base}/seg0.ts\n#EXTINF:4.0,\n{canary.base}/seg1.ts\n#EXT-X-ENDLIST\n")
+    loopback.routes["/hls/index.m3u8"] = (200, {"Content-Type": "application/vnd.apple.mpegurl"}, playlist.encode())
+    html = '<html><head><title>post</title></head><body><video src="/hls/index.m3u8"></video></body></html>'
+    loopback.routes["/post"] = (200, {"Content-Type": "text/html"}, html.encode())
+    settings = DetectorSettings(allow_private_hosts=[f"127.0.0.1:{loopback.port}"])
+    with pytest.raises(PrivateAddress):
+        fetch(loopback.url("/post"), tmp_path, settings)
+    assert "/hls/index.m3u8" in loopback.requests  # the manifest was read: the refusal is the segments'
+    assert canary.hits == []
