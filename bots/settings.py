@@ -36,6 +36,8 @@ class BotSettings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
     slack_listen: str = Field("127.0.0.1", validation_alias=_env("SLACK_LISTEN"))
     slack_port: int = Field(3000, validation_alias=_env("SLACK_PORT"))
+    # Where the Slack app remembers the requests it has answered (replays, retries)
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "DEEPFAKE_REDIS_URL"))
 
 
     @property

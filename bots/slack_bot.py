@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from aiohttp import web
+from slack_bolt import BoltResponse
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -29,8 +32,52 @@ log = logging.getLogger(__name__)
 SHORTCUT_ID = "check_for_deepfake"
 
 
+SEEN_TTL_S = 600  # longer than the 5 minutes a signed request is accepted for
+
+
 def mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_unescape(text: str) -> str:
+    """Slack sends &, < and > in message text as entities (a link's ``&`` as ``&amp;``)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def slack_links(text: str | None, extra: list[str] | None = None) -> list[str]:
+    """The links in a Slack message text (entities decoded, so ``?a=1&amp;b=2`` is ``?a=1&b=2``)."""
+    return find_links(mrkdwn_unescape(text or ""), extra)
+
+
+def request_key(body: dict) -> str | None:
+    """What identifies one user action across Slack's retries and any replay of its request:
+    an event's ``event_id`` (a retry carries the same one, newly signed), or the
+    ``trigger_id`` of a command or shortcut (a replay is the same signed body)."""
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return f"event:{body['event_id']}"
+    if body.get("trigger_id"):
+        return f"trigger:{body['trigger_id']}"
+    return None
+
+
+def dedupe(r: aioredis.Redis):
+    """Global middleware (after bolt verified the signature): a request whose action was
+    already answered is acknowledged with an empty 200 and does nothing."""
+
+    async def middleware(body: dict, next) -> BoltResponse | None:
+        key = request_key(body)
+        try:
+            first = not key or await r.set(f"df:slack:seen:{key}", "1", nx=True, ex=SEEN_TTL_S)
+        except RedisError as e:  # answer the user rather than drop the request; a retry may repeat it
+            log.warning("cannot reach Redis to deduplicate Slack request %s: %s", key, e)
+            first = True
+        if not first:
+            log.info("Slack request %s answered before: acknowledged without work", key)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    return middleware
 
 
 def render_blocks(reply: Reply) -> list[dict]:
@@ -58,14 +105,14 @@ class SlackCheckBot(CheckBot):
         if (command.get("text") or "").strip().lower() in ("about", "help", "model card"):
             await ack(await self.about_text())  # ephemeral
             return
-        links = find_links(command.get("text"))
+        links = slack_links(command.get("text"))
         if not links:
             await ack(NO_LINK)
             return
         if not self.limiter.allow(command["user_id"]):
             await ack(RATE_LIMITED)
             return
-        await ack(f"Checking {links[0]} …")  # ephemeral, within Slack's 3 s
+        await ack(f"Checking {mrkdwn_escape(links[0])} …")  # ephemeral, within Slack's 3 s
         self.spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
 
     async def about_text(self) -> str:
@@ -81,7 +128,8 @@ class SlackCheckBot(CheckBot):
 
     async def _command_thread(self, client: AsyncWebClient, channel: str, user: str, url: str) -> None:
         try:
-            root = await client.chat_postMessage(channel=channel, text=f"<@{user}> asked for a deepfake check of {url}",
+            root = await client.chat_postMessage(channel=channel,
+                                                 text=f"<@{user}> asked for a deepfake check of {mrkdwn_escape(url)}",
                                                  unfurl_links=False, unfurl_media=False)
         except SlackApiError as e:
             log.warning("cannot post in %s: %s", channel, e)
@@ -100,7 +148,7 @@ class SlackCheckBot(CheckBot):
 
     async def _from_message(self, client: AsyncWebClient, channel: str, user: str, msg: dict, thread_ts: str) -> None:
         extra = [a.get("original_url") or a.get("from_url") for a in msg.get("attachments", []) or []]
-        links = find_links(msg.get("text"), [u for u in extra if u])
+        links = slack_links(msg.get("text"), [u for u in extra if u])
         if not links:
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=NO_LINK)
             return
@@ -136,9 +184,11 @@ class SlackCheckBot(CheckBot):
             await update("Something went wrong on my side; please try again later.")
 
 
-def build_app(settings: BotSettings, client: ServiceClient) -> tuple[AsyncApp, SlackCheckBot]:
+def build_app(settings: BotSettings, client: ServiceClient,
+              r: aioredis.Redis | None = None) -> tuple[AsyncApp, SlackCheckBot]:
     web_client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     app = AsyncApp(signing_secret=settings.slack_signing_secret, client=web_client)
+    app.middleware(dedupe(r or aioredis.Redis.from_url(settings.redis_url)))
     bot = SlackCheckBot(settings, client)
     app.command("/deepfake")(bot.command)
     app.shortcut(SHORTCUT_ID)(bot.shortcut)

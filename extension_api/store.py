@@ -45,9 +45,13 @@ class ApiStore:
     async def create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
                      upload: bool = False) -> tuple[str, str]:
         """A new job, or the one already answering this URL. Returns (job id, how):
-        how is 'new', 'cached' (done before), or 'shared' (in progress for someone else)."""
+        how is 'new', 'cached' (done before), or 'shared' (in progress for someone else).
+
+        Only a finished report is a cache hit: a link whose last check failed (the site
+        was down, the file was missing) is checked again."""
         ttl = self.s.retention_s
         url_key = keys.url_key(normalised) if normalised else None
+        stale = None  # the URL's earlier job, failed or expired: replaced by the new one
         if url_key and not fresh:
             existing = await self.r.get(url_key)
             if existing:
@@ -57,27 +61,45 @@ class ApiStore:
                     return existing, "cached"
                 if state in ("queued", "running"):
                     return existing, "shared"
+                stale = existing
         job_id = uuid.uuid4().hex
         now = str(round(time.time(), 3))
         record = {"id": job_id, "state": "queued", "stage": "queued", "message": "Waiting in the queue",
                   "input": input, "normalised_url": normalised or "", "owner": owner, "fresh": int(fresh),
                   "upload": int(upload), "created_at": now, "updated_at": now}
-        if url_key:
-            if fresh:
-                await self.r.set(url_key, job_id, ex=ttl)
-            elif not await self.r.set(url_key, job_id, nx=True, ex=ttl):
-                winner = await self.r.get(url_key)  # a concurrent identical request won
-                if winner:
-                    return winner, "shared"
-                await self.r.set(url_key, job_id, ex=ttl)
+        # The record exists before the URL points at it, so a concurrent identical request
+        # that finds the URL's job always sees it queued (and shares it).
         p = self.r.pipeline()
         p.hset(keys.job(job_id), mapping=record)
         p.expire(keys.job(job_id), ttl)
         p.xadd(keys.events(job_id), {"stage": "queued", "state": "queued", "message": record["message"], "ts": now})
         p.expire(keys.events(job_id), ttl)
-        p.hincrby(keys.STATS, "jobs_submitted", 1)
         await p.execute()
+        if url_key:
+            if fresh:
+                await self.r.set(url_key, job_id, ex=ttl)
+            elif not await self._claim_url(url_key, stale, job_id, ttl):
+                winner = await self.r.get(url_key)  # a concurrent identical request won
+                await self.r.delete(keys.job(job_id), keys.events(job_id))
+                if winner:
+                    return winner, "shared"
+                return await self.create(input=input, owner=owner, fresh=fresh, normalised=normalised,
+                                         upload=upload)
+        await self.r.hincrby(keys.STATS, "jobs_submitted", 1)
         return job_id, "new"
+
+    # SET the key to ARGV[2] if it holds ARGV[1] ("" = absent): compare-and-set in one step.
+    _CLAIM = """
+    local cur = redis.call('GET', KEYS[1])
+    if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+        return 1
+    end
+    return 0
+    """
+
+    async def _claim_url(self, url_key: str, expected: str | None, job_id: str, ttl: int) -> bool:
+        return bool(await self.r.eval(self._CLAIM, 1, url_key, expected or "", job_id, ttl))
 
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}

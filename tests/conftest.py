@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,12 +53,14 @@ class LoopbackServer:
         self.delays: dict[str, float] = {}  # seconds to wait before answering a path
         self.sequences: dict[str, list] = {}  # answers given once each, in order, before the route's
         self.requests: list[str] = []
+        self.full_requests: list[str] = []  # with the query string
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 server.requests.append(path)
+                server.full_requests.append(self.path)
                 status, headers, body = server.routes.get(path, (404, {"Content-Type": "text/plain"}, b"nope"))
                 if server.sequences.get(path):
                     status, headers, body = server.sequences[path].pop(0)
@@ -126,9 +129,23 @@ class Service:
     def __init__(self, base: str, redis_url: str, env: dict, data_dir: Path, worker_log: Path, worker_pid: int):
         self.base, self.redis_url, self.env, self.data_dir, self.worker_log = base, redis_url, env, data_dir, worker_log
         self.worker_pid = worker_pid
+        self.workers: list = []
         import redis
 
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def start_worker(self):
+        """A Celery worker (its own process group, so the whole of it can be killed)."""
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                                 "-Q", "fetch,analyze", "-c", "2", "--loglevel", "INFO", "-n", "test@%h"],
+                                env=self.env, cwd=ROOT, stdout=open(self.worker_log, "a"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        self.worker_pid = proc.pid
+        return proc
 
     def token(self, name: str) -> str:
         from extension_api.tokens import create
@@ -140,6 +157,13 @@ class Service:
 def service(mesonet_store, tmp_path_factory):
     """One stack for the session. Its caches are shared: a test that must see the analysis run
     (not a cache hit) checks a clip no other test checks, and each client uses its own token."""
+    with run_stack(tmp_path_factory.mktemp("service"), mesonet_store) as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def run_stack(tmp: Path, mesonet_store, **env_overrides: str):
+    """redis-server, a Celery worker (fetch + analyze, 2 processes) and the API, on loopback."""
     import json
     import os
     import shutil
@@ -150,7 +174,6 @@ def service(mesonet_store, tmp_path_factory):
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
-    tmp = tmp_path_factory.mktemp("service")
     procs = []
     rport, aport = _free_port(), _free_port()
     redis_proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
@@ -167,25 +190,23 @@ def service(mesonet_store, tmp_path_factory):
                DEEPFAKE_GATE_MIN_FACE_FRAMES="1",
                DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
                DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
-               DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1")
+               DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1",
+               **env_overrides)
     worker_log = tmp / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-                               "-Q", "fetch,analyze", "-c", "2", "--loglevel", "INFO", "-n", "test@%h"],
-                              env=env, cwd=ROOT, stdout=open(worker_log, "w"), stderr=subprocess.STDOUT)
-    procs.append(worker)
     api_log = tmp / "api.log"
     api = subprocess.Popen([sys.executable, "-m", "extension_api.app", "--port", str(aport)], env=env, cwd=ROOT,
                            stdout=open(api_log, "w"), stderr=subprocess.STDOUT)
     procs.append(api)
-    base = f"http://127.0.0.1:{aport}"
+    svc = Service(f"http://127.0.0.1:{aport}", redis_url, env, tmp / "data", worker_log, 0)
     try:
-        _wait_for(lambda: _get_ok(requests, base + "/healthz"), "the API", proc=api, log=api_log)
+        worker = svc.start_worker()
+        _wait_for(lambda: _get_ok(requests, svc.base + "/healthz"), "the API", proc=api, log=api_log)
         _wait_for(lambda: " ready." in worker_log.read_text(), "the Celery worker", proc=worker, log=worker_log)
-        yield Service(base, redis_url, env, tmp / "data", worker_log, worker.pid)
+        yield svc
     finally:
         from worker.stack import stop_all
 
-        stop_all(procs)
+        stop_all(procs + svc.workers)
 
 
 def _ping(r) -> bool:

@@ -182,6 +182,28 @@ def test_bad_input_fails_the_job_with_a_sentence_and_the_worker_survives(service
     assert len(view["report"]["faces"]) == 1
 
 
+def test_a_failed_link_is_checked_again_and_in_flight_requests_share(service, media):
+    """Only finished reports are cache hits: a link that failed (the site was down) is
+    fetched again on the next request."""
+    token = service.token("retry-later")
+    first = submit(service, token, media.url("/later/film.mp4"))
+    failed = wait_done(service, token, first.json()["id"])
+    assert failed["state"] == "failed" and failed["problem"]["code"] == "not-found"
+    media.routes["/later/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                       shared("media", "devset", "videos", "film_real.mp4").read_bytes())
+    media.delays["/later/film.mp4"] = 2.0
+    again = submit(service, token, media.url("/later/film.mp4"))
+    twin = submit(service, token, media.url("/later/film.mp4"))  # while the new one is in progress
+    assert again.status_code == 202 and again.json()["request"] == "new"
+    assert again.json()["id"] != failed["id"]
+    assert twin.json()["id"] == again.json()["id"] and twin.json()["request"] == "shared"
+    view = wait_done(service, token, again.json()["id"])
+    assert view["state"] == "done", view.get("problem")
+    assert media.requests.count("/later/film.mp4") == 2  # the failure, then the revived file
+    hit = submit(service, token, media.url("/later/film.mp4"))
+    assert hit.status_code == 200 and hit.json()["id"] == view["id"] and hit.json()["request"] == "cached"
+
+
 def test_api_errors_are_problem_json(service):
     token = service.token("errors")
     assert_problem(requests.post(service.base + "/v1/checks", json={"url": "https://example.org/a.mp4"},
@@ -296,3 +318,50 @@ def test_a_killed_worker_process_loses_nothing(service, media):
     view = wait_done(service, token, job_id)
     assert view["state"] == "done" and view["report"]["status"] == "scored"
     assert int(service.redis.hget(f"df:job:{job_id}", "deliveries")) == 2  # delivered again, once
+
+
+def test_a_whole_worker_killed_has_its_jobs_redelivered_within_the_visibility_timeout(
+        mesonet_store, tmp_path):
+    """SIGKILL the whole worker (main process and pool) mid-download; a new worker gets the
+    job again once it has been unacked for the visibility timeout (hard limit + margin), and
+    the job's progress says so."""
+    import os
+    import signal
+
+    from worker.celery_app import RESTORE_SWEEP_S, visibility_timeout_s
+    from worker.settings import ServiceSettings
+
+    from .conftest import LoopbackServer, run_stack
+
+    limits = {"DEEPFAKE_FETCH_SOFT_LIMIT_S": "15", "DEEPFAKE_FETCH_HARD_LIMIT_S": "20",
+              "DEEPFAKE_ANALYZE_SOFT_LIMIT_S": "25", "DEEPFAKE_ANALYZE_HARD_LIMIT_S": "30"}
+    visibility = visibility_timeout_s(ServiceSettings(fetch_hard_limit_s=20, analyze_hard_limit_s=30))
+    assert visibility == 60
+    media = LoopbackServer()
+    media.routes["/photo.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                  shared("media", "unlabeled", "obama.jpg").read_bytes())
+    media.delays["/photo.jpg"] = 12.0  # the first download hangs: the worker is killed meanwhile
+    try:
+        with run_stack(tmp_path, mesonet_store, **limits) as svc:
+            token = svc.token("whole-kill")
+            job_id = submit(svc, token, media.url("/photo.jpg")).json()["id"]
+            deadline = time.monotonic() + 60
+            while "/photo.jpg" not in media.requests:
+                assert time.monotonic() < deadline, svc.worker_log.read_text()[-2000:]
+                time.sleep(0.1)
+            os.killpg(svc.worker_pid, signal.SIGKILL)  # the whole worker, not only a pool process
+            killed = time.time()
+            svc.workers[-1].wait(timeout=10)
+            media.delays.pop("/photo.jpg")
+            svc.start_worker()
+            view = wait_done(svc, token, job_id, timeout=visibility + 120)
+            assert view["state"] == "done", view.get("problem")
+            events = [e for _, e in sse(svc, token, job_id)]
+            again = [e for e in events if "starting it again" in e["message"]]
+            assert len(again) == 1 and "attempt 2 of 3" in again[0]["message"]
+            waited = float(again[0]["ts"]) - killed
+            # redelivered after the visibility timeout, not Redis's default hour
+            assert waited <= visibility + 3 * RESTORE_SWEEP_S, waited
+            print(f"redelivered {waited:.1f} s after the whole-worker kill (visibility timeout {visibility} s)")
+    finally:
+        media.close()

@@ -37,7 +37,8 @@ async def slack(service):
     await fake.start()
     settings = BotSettings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
                            slack_api_url=fake.url + "/api/", api_url=service.base,
-                           api_token=service.token(f"slack-{uuid.uuid4().hex[:8]}"))
+                           api_token=service.token(f"slack-{uuid.uuid4().hex[:8]}"),
+                           redis_url=service.redis_url)
     client = ServiceClient(settings.api_url, settings.api_token)
     app, bot = build_app(settings, client)
     runner = web.AppRunner(web_app(app))
@@ -58,7 +59,7 @@ def command_body(text: str) -> str:
     return urlencode({"command": "/deepfake", "text": text, "user_id": "U1", "user_name": "ana",
                       "channel_id": "C1", "channel_name": "verification", "team_id": "T1",
                       "team_domain": "newsroom", "response_url": "http://127.0.0.1:9/unused",
-                      "trigger_id": "1.2.3", "api_app_id": "A1", "token": "legacy"})
+                      "trigger_id": f"1.{uuid.uuid4().int % 10**12}", "api_app_id": "A1", "token": "legacy"})
 
 
 async def test_slash_command_acks_posts_and_answers_in_the_thread(slack, loopback):
@@ -143,7 +144,7 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopbac
     fake, url, http = slack
     loopback.routes["/film.mp4"] = (200, {"Content-Type": "video/mp4"},
                                         shared("media", "devset", "videos", "film_fake.mp4").read_bytes())
-    payload = {"type": "message_action", "callback_id": SHORTCUT_ID, "trigger_id": "1.2",
+    payload = {"type": "message_action", "callback_id": SHORTCUT_ID, "trigger_id": f"2.{uuid.uuid4().hex}",
                "team": {"id": "T1", "domain": "newsroom"}, "user": {"id": "U2", "name": "bo"},
                "channel": {"id": "C2", "name": "desk"}, "response_url": "http://127.0.0.1:9/unused",
                "message_ts": "1700000000.000100",
@@ -157,7 +158,7 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopbac
     assert all(p["thread_ts"] == "1700000000.000100" for p in fake.calls_of("chat.postMessage"))
 
     event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-             "event_id": "Ev1", "event_time": int(time.time()),
+             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
              "event": {"type": "app_mention", "user": "U4", "channel": "C3", "ts": "1700000001.000200",
                        "text": f"<@UBOT> check {loopback.url('/film.mp4')}"}}
     body = json.dumps(event)
@@ -175,3 +176,55 @@ async def test_about_summarises_the_services_model_card(slack):
     assert text.startswith("*About these checks*") and "*Limits*" in text
     assert "detectors: meso4-df" in text  # read from the API's /v1/model-card, not from the bot's host
     assert "/v1/model-card|Model card>" in text
+
+
+async def test_a_replayed_command_and_a_retried_event_start_nothing(slack, loopback):
+    """Slack retries an event it thinks was not acknowledged (same event_id, newly signed,
+    X-Slack-Retry-Num) and anyone holding a signed request can send it again within the
+    five minutes it is valid: each user action is answered once."""
+    fake, url, http = slack
+    loopback.routes["/photo.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                     shared("media", "unlabeled", "obama.jpg").read_bytes())
+    body = command_body(loopback.url("/photo.jpg"))
+    headers = signed(body)
+    for _ in range(2):  # the same signed request twice
+        async with http.post(url, data=body, headers=headers) as r:
+            assert r.status == 200
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C1")
+
+    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
+             "event": {"type": "app_mention", "user": "U4", "channel": "C5", "ts": "1700000002.000300",
+                       "text": f"<@UBOT> check {loopback.url('/photo.jpg')}"}}
+    raw = json.dumps(event)
+    for retry in (None, "1", "2"):
+        h = signed(raw, ts=int(time.time()) + (int(retry) if retry else 0))  # a retry is signed anew
+        h["Content-Type"] = "application/json"
+        if retry:
+            h.update({"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"})
+        async with http.post(url, data=raw, headers=h) as r:
+            assert r.status == 200
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C5")
+    await asyncio.sleep(1.5)  # time for a duplicate to show, had one started
+    roots = [p for p in fake.calls_of("chat.postMessage") if p["channel"] == "C1" and "thread_ts" not in p]
+    assert len(roots) == 1  # one visible post for the command
+    starts = [p for p in fake.calls_of("chat.postMessage") if p.get("text") == "Checking…"]
+    assert sorted(p["channel"] for p in starts) == ["C1", "C5"]  # one check each
+    assert len(fake.calls_of("files.completeUploadExternal")) == 2
+    assert loopback.requests.count("/photo.jpg") <= 2  # at most one download per action
+
+
+async def test_a_link_with_an_escaped_ampersand_is_fetched_as_sent(slack, loopback):
+    """Slack sends ``&`` inside links as ``&amp;``: a signed CDN link must reach the CDN
+    with its real query, and the visible post must show the link as the user wrote it."""
+    fake, url, http = slack
+    loopback.routes["/cdn/photo.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                         shared("media", "unlabeled", "obama.jpg").read_bytes())
+    link = loopback.url("/cdn/photo.jpg") + "?sig=abc123&exp=99"
+    body = command_body(f"<{link.replace('&', '&amp;')}>")
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+    root = await fake.wait_for(lambda m, p: m == "chat.postMessage" and "thread_ts" not in p)
+    assert "sig=abc123&amp;exp=99" in root["text"] and "&amp;amp;" not in root["text"]  # mrkdwn for "&"
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal")
+    assert "/cdn/photo.jpg?sig=abc123&exp=99" in loopback.full_requests

@@ -17,6 +17,19 @@ FETCH_TASK = "worker.tasks.fetch_job"
 ANALYZE_TASK = "worker.tasks.analyze_job"
 
 
+VISIBILITY_MARGIN_S = 30
+RESTORE_SWEEP_S = 5
+
+
+def visibility_timeout_s(s: ServiceSettings) -> int:
+    return max(s.analyze_hard_limit_s, s.fetch_hard_limit_s) + VISIBILITY_MARGIN_S
+
+
+def transport_options(s: ServiceSettings) -> dict:
+    return {"visibility_timeout": visibility_timeout_s(s),
+            "unacked_restore_interval": RESTORE_SWEEP_S, "unacked_restore_throttle": 1}
+
+
 def make_celery(settings: ServiceSettings | None = None) -> Celery:
     s = settings or ServiceSettings()
     app = Celery("deepfake", broker=s.redis_url, include=["worker.tasks"])
@@ -34,8 +47,10 @@ def make_celery(settings: ServiceSettings | None = None) -> Celery:
         worker_proc_alive_timeout=180,
         task_routes={FETCH_TASK: {"queue": "fetch"}, ANALYZE_TASK: {"queue": "analyze"}},
         task_default_queue="fetch",
-        # A late-acked message is redelivered after this long: longer than any task may run.
-        broker_transport_options={"visibility_timeout": 2 * max(s.analyze_hard_limit_s, s.fetch_hard_limit_s, 1800)},
+        # A late-acked message whose worker vanished (the whole worker killed, the host lost) is
+        # delivered again once it has been unacked this long: a little over the longest a task
+        # may run (its hard limit), swept every few seconds.
+        broker_transport_options=transport_options(s),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -77,6 +77,10 @@ def _start(job_id: str) -> dict | None:
         store().fail(job_id, PROBLEMS["crashed"])
         _cleanup(job_id)
         return None
+    if deliveries > 1:  # the worker that had it stopped (killed, restarted, lost)
+        store().event(job_id, rec.get("stage") or "queued",
+                      f"A worker stopped during this check; starting it again "
+                      f"(attempt {deliveries} of {MAX_DELIVERIES}).", redelivered=deliveries)
     return rec
 
 
