@@ -244,15 +244,24 @@ async def token_info(request: web.Request) -> web.Response:
     return web.json_response({"name": name})
 
 
-async def get_check(request: web.Request) -> web.Response:
-    await authorise(request, "read")
+async def readable_job(request: web.Request) -> dict[str, str]:
+    """The job, if this token asked for it; another token's check is as unknown as a
+    missing one (its id alone opens only the report page and the gallery)."""
+    name = await authorise(request, "read")
     rec = await job_or_404(request)
+    if not await request.app[STORE].can_read(rec, name):
+        raise ApiProblem(404, "unknown-check", "Unknown check",
+                         "No check has this id; it may have expired.")
+    return rec
+
+
+async def get_check(request: web.Request) -> web.Response:
+    rec = await readable_job(request)
     return web.json_response(job_view(rec, base_url(request)))
 
 
 async def check_events(request: web.Request) -> web.StreamResponse:
-    await authorise(request, "read")
-    rec = await job_or_404(request)
+    rec = await readable_job(request)
     r = request.app[REDIS]
     stream = keys.events(rec["id"])
     last = request.headers.get("Last-Event-ID") or "0"

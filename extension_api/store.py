@@ -44,6 +44,22 @@ class ApiStore:
 
     async def create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
                      upload: bool = False) -> tuple[str, str]:
+        """A new job, or the one already answering this URL; the token that asked may read it."""
+        job_id, how = await self._create(input=input, owner=owner, fresh=fresh, normalised=normalised,
+                                         upload=upload)
+        p = self.r.pipeline()
+        p.sadd(keys.readers(job_id), owner)
+        p.expire(keys.readers(job_id), self.s.retention_s)
+        await p.execute()
+        return job_id, how
+
+    async def can_read(self, rec: dict[str, str], name: str) -> bool:
+        """Checks are read through /v1 by the tokens that asked for them (the owner, and
+        whoever got the same job as a cache hit or a shared request)."""
+        return rec.get("owner") == name or bool(await self.r.sismember(keys.readers(rec["id"]), name))
+
+    async def _create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
+                      upload: bool = False) -> tuple[str, str]:
         """A new job, or the one already answering this URL. Returns (job id, how):
         how is 'new', 'cached' (done before), or 'shared' (in progress for someone else).
 
@@ -83,8 +99,8 @@ class ApiStore:
                 await self.r.delete(keys.job(job_id), keys.events(job_id))
                 if winner:
                     return winner, "shared"
-                return await self.create(input=input, owner=owner, fresh=fresh, normalised=normalised,
-                                         upload=upload)
+                return await self._create(input=input, owner=owner, fresh=fresh, normalised=normalised,
+                                          upload=upload)
         await self.r.hincrby(keys.STATS, "jobs_submitted", 1)
         return job_id, "new"
 

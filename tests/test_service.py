@@ -121,6 +121,21 @@ def test_same_content_under_another_link_is_a_hit(service, media, first_job):
     assert "/repost/same.mp4" in media.requests
 
 
+def test_a_check_is_read_through_the_api_by_the_tokens_that_asked_for_it(service, media, first_job):
+    token, job, _ = first_job
+    other = service.token("another-desk")
+    for path in (f"/v1/checks/{job['id']}", f"/v1/checks/{job['id']}/events"):
+        assert_problem(requests.get(service.base + path, headers=auth(other), timeout=10), 404, "unknown-check")
+    assert requests.get(service.base + f"/v1/checks/{job['id']}", headers=auth(token), timeout=10).ok
+    # the report page and the gallery are capability URLs: the id alone opens them
+    assert requests.get(f"{service.base}/r/{job['id']}", timeout=10).status_code == 200
+    assert requests.get(f"{service.base}/v1/checks/{job['id']}/gallery.png", timeout=10).content[:8] == PNG
+    # asking for the same link makes the cached check this token's too
+    hit = submit(service, other, media.url("/clip.mp4"))
+    assert hit.status_code == 200 and hit.json()["id"] == job["id"]
+    assert requests.get(service.base + f"/v1/checks/{job['id']}", headers=auth(other), timeout=10).ok
+
+
 def test_fresh_run_and_shared_concurrent_requests(service, media, first_job):
     token, job, _ = first_job
     a = submit(service, token, media.url("/clip.mp4"), fresh=True)

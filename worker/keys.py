@@ -2,6 +2,7 @@
 
   df:job:{id}        hash: the job record (see JOB_FIELDS)
   df:events:{id}     stream: the job's progress events, in order (replayable)
+  df:readers:{id}    set: names of the tokens that may read the job through /v1/checks
   df:url:{digest}    string: job id for a normalised URL (cache + sharing)
   df:sha:{sha256}    string: job id for downloaded content (reposts elsewhere)
   df:tokens          hash: sha256(token) -> name;  df:token:{name} -> sha256(token)
@@ -24,6 +25,10 @@ def job(job_id: str) -> str:
 
 def events(job_id: str) -> str:
     return f"df:events:{job_id}"
+
+
+def readers(job_id: str) -> str:
+    return f"df:readers:{job_id}"
 
 
 def url_key(normalised: str) -> str:
