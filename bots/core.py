@@ -122,8 +122,10 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
         headline = (f"{BAND_ICON.get(r['verdict'], '')} {r['verdict_label']}: "
                     f"{r['score'] * 100:.0f}% probability that the faces were manipulated")
     shots = []
+    gated = r["score"] is not None and bool(r.get("verdict_note"))  # no number shown as a finding
     for s in r["shots"]:
-        score = "no face" if s["score"] is None else f"{s['score'] * 100:.0f}%"
+        score = ("no face" if s["score"] is None else "faces found, no reliable score" if gated
+                 else f"{s['score'] * 100:.0f}%")
         where = (f"Shot {s['index'] + 1} ({fmt_clock(s['start_s'])}–{fmt_clock(s['end_s'])})"
                  if r["media"]["kind"] == "video" else "Image")
         shots.append(f"{where}: {score}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 import numpy as np
 
@@ -16,8 +17,26 @@ def fmt_score(score: float | None) -> str:
     return "no face scored" if score is None else f"{score * 100:.0f}% fake"
 
 
+HEADLINE_PT = 20
+
+
 def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:
     """PNG bytes. ``keyframes`` maps shot index to an RGB image (boxes are drawn from the report)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = gallery_figure(report, keyframes, max_cols)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3):
+    """The gallery as a matplotlib figure. An inconclusive report (the reliability gate held
+    its number back) shows no percentage anywhere: grey borders and boxes, no scores."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -31,17 +50,22 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     aspect = report.media.height / max(1, report.media.width)
     width = max(6.4, 4.2 * cols)  # room for the headline even with one panel
     panel_w = width / cols
-    fig = plt.figure(figsize=(width, panel_w * aspect * rows + 0.8 * rows + 0.6), dpi=110)
+    gated = bool(report.verdict_note)
+    colour = score_colour(None if gated else report.score)
+    headline = ("no face scored" if report.score is None else
+                "no reliable score here (the report says why)" if gated else fmt_score(report.score))
+    # wrapped to the figure's width (about 0.6 em a character), never cut at the edges
+    per_line = max(12, int(width * 72 / (HEADLINE_PT * 0.62)))
+    headline = textwrap.fill(f"{report.verdict_label}: {headline}", per_line)
+    title_in = (headline.count("\n") + 1) * HEADLINE_PT * 1.35 / 72
+    height = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in
+    fig = plt.figure(figsize=(width, height), dpi=110)
     fig.patch.set_facecolor("white")
-    colour = score_colour(None if report.verdict_note else report.score)
-    headline = ("no score" if report.score is None else
-                "not reliable here, see the report" if report.verdict_note else fmt_score(report.score))
-    fig.suptitle(f"{report.verdict_label}: {headline}",
-                 fontsize=20, fontweight="bold", color=colour, y=0.995)
+    fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     for k, shot in enumerate(shots):
         ax = fig.add_subplot(rows, cols, k + 1)
         img = keyframes.get(shot.index)
-        c = score_colour(shot.score)
+        c = score_colour(None if gated else shot.score)
         if img is not None:
             sx = img.shape[1] / report.media.width
             sy = img.shape[0] / report.media.height
@@ -53,7 +77,9 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
                     continue
                 b = f.box
                 ax.add_patch(Rectangle((b.x1 * sx, b.y1 * sy), (b.x2 - b.x1) * sx, (b.y2 - b.y1) * sy,
-                                       fill=False, lw=2.5, ec=score_colour(f.score)))
+                                       fill=False, lw=2.5, ec=score_colour(None if gated else f.score)))
+                if gated:
+                    continue
                 ax.text(b.x1 * sx, b.y1 * sy - 4, f"{f.score * 100:.0f}%", color="white", fontsize=12,
                         fontweight="bold", va="bottom",
                         bbox=dict(fc=score_colour(f.score), ec="none", pad=1.5))
@@ -62,14 +88,13 @@ def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
         for spine in ax.spines.values():
             spine.set_edgecolor(c)
             spine.set_linewidth(9)
+        shot_score = ("faces found, not scored reliably" if gated and shot.score is not None
+                      else fmt_score(shot.score))
         if report.media.kind == "video":
-            title = f"Shot {shot.index + 1}  {fmt_clock(shot.start_s)}-{fmt_clock(shot.end_s)}\n{fmt_score(shot.score)}"
+            title = f"Shot {shot.index + 1}  {fmt_clock(shot.start_s)}-{fmt_clock(shot.end_s)}\n{shot_score}"
         else:
             n = len(report.faces)
-            title = f"{n} face{'s' if n != 1 else ''} scored" if n else "no face found"
+            title = (f"{n} face{'s' if n != 1 else ''} " + ("found" if gated else "scored")) if n else "no face found"
         ax.set_title(title, fontsize=14, color=c, fontweight="bold")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor=fig.get_facecolor())
-    plt.close(fig)
-    return buf.getvalue()
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_in / height))
+    return fig

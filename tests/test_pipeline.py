@@ -56,6 +56,60 @@ def test_multishot_video_of_three_people(analyzer, tmp_path):
     assert {"probe", "shots", "faces", "embeddings", "scoring", "gallery"} <= set(r.timings_s)
     assert a.gallery_png[:8] == PNG_MAGIC
     assert Report.from_json(r.to_json()) == r
+    assert_inconclusive_shows_no_number(r, path)
+
+
+def _keyframes(report, path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = {}
+    for s in report.shots:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, s.keyframe_index)
+        ok, frame = cap.read()
+        assert ok
+        out[s.index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def _figure_texts(report, keyframes):
+    """Every text the gallery draws, and whether each lies inside the image."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from detector.gallery import gallery_figure
+
+    fig = gallery_figure(report, keyframes)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = []
+    for t in fig.findobj(Text):
+        if not t.get_text() or not t.get_visible():
+            continue
+        e = t.get_window_extent(renderer)
+        texts.append((t.get_text(), e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y1 <= box.y1 + 1))
+    plt.close(fig)
+    return texts
+
+
+def assert_inconclusive_shows_no_number(r, path):
+    """The gate held the number back: no chat line and no gallery text shows a percentage,
+    and the gallery's headline fits in the image."""
+    from bots.core import reply_from_view
+
+    view = {"state": "done", "report": json.loads(r.to_json()), "links": {}}
+    reply = reply_from_view(view)
+    assert reply.headline.startswith("⚪ Inconclusive because")
+    assert reply.shots and not any("%" in line for line in [reply.headline, *reply.shots])
+    texts = _figure_texts(r, _keyframes(r, path))
+    assert texts and not any("%" in t for t, _ in texts), texts
+    assert all(inside for _, inside in texts), texts
+    # the same report without the gate's note shows its numbers (the check above can fail)
+    scored = r.model_copy(update={"verdict_note": None, "inconclusive_reasons": []})
+    assert any("%" in t for t, _ in _figure_texts(scored, _keyframes(r, path)))
+    reply = reply_from_view({"state": "done", "report": json.loads(scored.to_json()), "links": {}})
+    assert all(line.endswith("%") for line in reply.shots)
 
 
 def test_image_is_one_shot_with_per_face_scores(analyzer):
