@@ -43,9 +43,44 @@ export async function getSettings() {
   return { ...DEFAULTS, ...(settings || {}) };
 }
 
+// The service address as typed, made usable: trimmed, without trailing slashes, with its
+// scheme. Returns { url } or { error } (a sentence for the options page).
+export function normaliseApiUrl(raw) {
+  const s = String(raw || "").trim().replace(/\/+$/, "");
+  if (!s) return { error: "Enter the service address, e.g. http://127.0.0.1:8080." };
+  if (!/^https?:\/\//i.test(s))
+    return { error: `The service address needs http:// or https:// in front, e.g. http://${s.replace(/^[a-z]*:\/*/i, "")}.` };
+  try {
+    new URL(s);
+  } catch (e) {
+    return { error: "The service address is not a valid URL." };
+  }
+  return { url: s };
+}
+
 export async function saveSettings(settings) {
-  await chrome.storage.local.set({ settings: { apiUrl: settings.apiUrl.trim().replace(/\/+$/, ""),
-                                               token: settings.token.trim() } });
+  const blank = !String(settings.apiUrl || "").trim();  // clearing the address is allowed
+  const { url, error } = blank ? { url: "" } : normaliseApiUrl(settings.apiUrl);
+  if (error) throw new ApiError("bad-address", error);
+  await chrome.storage.local.set({ settings: { apiUrl: url, token: settings.token.trim() } });
+}
+
+// How far a check has come, 0..1, from its stage and the stage's done/total.
+const STAGE_ORDER = ["submitting", "queued", "downloading", "probing", "segmenting", "detecting_faces",
+                     "clustering", "scoring", "rendering"];
+export function progressFraction(c) {
+  const i = Math.max(0, STAGE_ORDER.indexOf(c.stage));
+  const p = c.progress || {};
+  const within = p.total ? Math.min(1, (p.done || 0) / p.total) : 0;
+  return Math.max(0.05, (i + within) / STAGE_ORDER.length);
+}
+
+// The bar never moves back while it is on screen (a check waits in the queue again after its
+// download, and a stage starts at 0 of N): the widest it has been shown is kept per check.
+export function barWidth(c, shown) {
+  const w = Math.max(shown.get(c.localId) || 0, progressFraction(c));
+  shown.set(c.localId, w);
+  return w;
 }
 
 function codeOf(body) {

@@ -1,4 +1,4 @@
-import { call, getSettings, messageFor, saveSettings } from "./api.js";
+import { call, getSettings, messageFor, normaliseApiUrl, saveSettings } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,18 +14,15 @@ function current() {
 
 async function test() {
   const settings = current();
+  const { url, error } = normaliseApiUrl(settings.apiUrl);  // the same address Save would store
+  if (error) return show(error, false);
   try {
-    new URL(settings.apiUrl);
-  } catch (e) {
-    return show("The service address is not a valid URL.", false);
-  }
-  try {
-    await call({ apiUrl: settings.apiUrl.replace(/\/+$/, ""), token: "" }, "healthz");
+    await call({ apiUrl: url, token: "" }, "healthz");
   } catch (e) {
     return show(messageFor("service-down"), false);
   }
   try {
-    const me = await call({ apiUrl: settings.apiUrl.replace(/\/+$/, ""), token: settings.token.trim() }, "v1/token");
+    const me = await call({ apiUrl: url, token: settings.token.trim() }, "v1/token");
     show(`Connected: the service accepts the token "${me.name}".`, true);
   } catch (e) {
     show(messageFor(e.code === "unauthorised" && !settings.token ? "unauthorised" : e.code, e.detail), false);
@@ -33,7 +30,13 @@ async function test() {
 }
 
 $("save").addEventListener("click", async () => {
-  await saveSettings(current());
+  try {
+    await saveSettings(current());
+  } catch (e) {
+    return show(e.detail || String(e), false);  // nothing stored: the old settings stay
+  }
+  const saved = await getSettings();
+  $("apiUrl").value = saved.apiUrl;
   show("Saved.", true);
 });
 $("test").addEventListener("click", test);

@@ -1,8 +1,9 @@
-import { STAGES, clock, getSettings, pct } from "./api.js";
+import { STAGES, barWidth, clock, getSettings, pct } from "./api.js";
 
 const BANDS = { likely_authentic: "Likely authentic", uncertain: "Uncertain",
                 likely_manipulated: "Likely manipulated", inconclusive: "Inconclusive" };
 let selected = null;
+const shownProgress = new Map();  // localId -> widest bar shown in this popup
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -24,7 +25,7 @@ function detail(c) {
     const p = c.progress || {};
     card.append(el("p", { text: (STAGES[c.stage] || "Submitting…") + (p.total ? ` ${p.done}/${p.total}` : "") }));
     const bar = el("div", { class: "progress" }, el("div"));
-    bar.firstChild.style.width = p.total ? `${Math.round(100 * p.done / p.total)}%` : "10%";
+    bar.firstChild.style.width = `${Math.round(100 * barWidth(c, shownProgress))}%`;
     card.append(bar);
     return card;
   }

@@ -113,6 +113,53 @@ def test_options_page_stores_and_tests_the_token(browser, service):
     assert stored == {"apiUrl": service.base, "token": token}  # trailing slash trimmed
 
 
+def test_options_take_the_address_as_pasted_and_refuse_one_without_scheme(browser, service):
+    ctx, ext_id = browser
+    token = service.token("extension-paste")
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/options.html")
+    page.evaluate("() => { document.querySelector('#apiUrl').type = 'text'; }")  # as pasted, spaces kept
+    page.fill("#apiUrl", f"  {service.base}/ ")
+    page.fill("#token", f" {token} ")
+    page.click("#test")  # before Save: Test uses the address Save would store
+    wait_until(page, "() => document.querySelector('#status').textContent.startsWith('Connected')", timeout=30)
+    page.click("#save")
+    page.wait_for_selector("#status:has-text('Saved')")
+    stored = sw_of(ctx).evaluate("chrome.storage.local.get('settings').then(x => x.settings)")
+    assert stored == {"apiUrl": service.base, "token": token}
+    bare = service.base.split("://", 1)[1]
+    page.fill("#apiUrl", bare)
+    page.click("#save")
+    page.wait_for_selector("#status.bad")
+    assert f"http://{bare}" in page.text_content("#status")  # says what to type
+    page.click("#test")
+    page.wait_for_selector("#status.bad")
+    again = sw_of(ctx).evaluate("chrome.storage.local.get('settings').then(x => x.settings)")
+    assert again == stored  # the scheme-less address was not saved
+    page.close()
+
+
+def test_the_progress_bar_never_moves_back(browser):
+    """A check waits in the queue again after its download and a stage starts at 0 of N:
+    the bar on screen keeps the widest it has shown."""
+    ctx, ext_id = browser
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/popup.html")
+    widths = page.evaluate("""async () => {
+        const { barWidth, progressFraction } = await import('./api.js');
+        const views = [{stage: 'submitting'}, {stage: 'queued'}, {stage: 'downloading'},
+                       {stage: 'queued'}, {stage: 'detecting_faces', progress: {done: 0, total: 8}},
+                       {stage: 'detecting_faces', progress: {done: 4, total: 8}},
+                       {stage: 'scoring', progress: {done: 0, total: 3}}, {stage: 'rendering'}];
+        const shown = new Map();
+        return { raw: views.map(v => progressFraction(v)),
+                 bar: views.map(v => barWidth({ localId: 'a', ...v }, shown)) };
+    }""")
+    assert widths["raw"][3] < widths["raw"][2]  # what the stages alone would show
+    assert widths["bar"] == sorted(widths["bar"]) and widths["bar"][-1] > widths["bar"][0]
+    page.close()
+
+
 def test_video_check_shows_score_shots_and_gallery(browser, service, media):
     ctx, ext_id = browser
     configure(ctx, ext_id, service.base, service.token("extension-video"))
