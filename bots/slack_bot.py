@@ -101,6 +101,8 @@ def render_blocks(reply: Reply) -> list[dict]:
 
 
 class SlackCheckBot(CheckBot):
+    redis: aioredis.Redis | None = None  # the deduplication store (build_app sets it)
+
     async def command(self, ack, command, client: AsyncWebClient) -> None:
         if (command.get("text") or "").strip().lower() in ("about", "help", "model card"):
             await ack(await self.about_text())  # ephemeral
@@ -188,8 +190,10 @@ def build_app(settings: BotSettings, client: ServiceClient,
               r: aioredis.Redis | None = None) -> tuple[AsyncApp, SlackCheckBot]:
     web_client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     app = AsyncApp(signing_secret=settings.slack_signing_secret, client=web_client)
-    app.middleware(dedupe(r or aioredis.Redis.from_url(settings.redis_url)))
+    r = r or aioredis.Redis.from_url(settings.redis_url)
+    app.middleware(dedupe(r))
     bot = SlackCheckBot(settings, client)
+    bot.redis = r
     app.command("/deepfake")(bot.command)
     app.shortcut(SHORTCUT_ID)(bot.shortcut)
     app.event("app_mention")(bot.mention)
@@ -215,15 +219,28 @@ def web_app(app: AsyncApp) -> web.Application:
 
 def main() -> None:
     s = startup("slack")
-    app, _ = build_app(s, ServiceClient(s.api_url, s.api_token))
+    app, bot = build_app(s, ServiceClient(s.api_url, s.api_token))
+
+    async def close_clients(_app=None) -> None:  # no "Unclosed client session" at exit
+        await bot.client.close()
+        await bot.redis.aclose()
+
     if s.slack_app_token:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-        asyncio.run(AsyncSocketModeHandler(app, s.slack_app_token).start_async())
+        async def socket_mode() -> None:
+            try:
+                await AsyncSocketModeHandler(app, s.slack_app_token).start_async()
+            finally:
+                await close_clients()
+
+        asyncio.run(socket_mode())
     else:
         if not s.slack_signing_secret:
             raise SystemExit("SLACK_SIGNING_SECRET is not set (HTTP mode verifies every request)")
-        web.run_app(web_app(app), host=s.slack_listen, port=s.slack_port)
+        w = web_app(app)
+        w.on_cleanup.append(close_clients)
+        web.run_app(w, host=s.slack_listen, port=s.slack_port)
 
 
 if __name__ == "__main__":

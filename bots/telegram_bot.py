@@ -191,7 +191,10 @@ def build_application(settings: BotSettings, client: ServiceClient) -> tuple[App
         base = settings.telegram_base_url.rstrip("/")
         builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
         builder = builder.local_mode(settings.telegram_local_mode)
-    app = builder.build()
+    async def close_client(_app: Application) -> None:  # no "Unclosed client session" at exit
+        await client.close()
+
+    app = builder.post_shutdown(close_client).build()
     bot = TelegramCheckBot(settings, client)
     app.add_handler(CommandHandler(["start", "help"], bot.start))
     app.add_handler(CommandHandler("about", bot.about))

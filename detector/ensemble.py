@@ -21,7 +21,7 @@ import numpy as np
 from collections.abc import Mapping, Sequence
 
 from .calibration import Platt, sigmoid
-from .errors import DetectorError, NoTrainedWeights
+from .errors import BadSetting, DetectorError, NoTrainedWeights
 from .faces import CropSpec, resize_square
 from .manifest import EnsembleRule, Manifest, Member
 from .precision import autocast
@@ -105,6 +105,11 @@ class Ensemble:
 
     def candidates(self) -> list[Member]:
         if self.names:
+            known = [m.name for m in self.manifest.members]
+            unknown = [n for n in self.names if n not in known]
+            if unknown:
+                raise BadSetting(f"DEEPFAKE_MEMBERS names {', '.join(unknown)}, which the manifest does not "
+                                 f"have; its members are: {', '.join(known)}.")
             return [self.manifest.get(n) for n in self.names]
         rule = self.manifest.ensemble
         if rule is not None:

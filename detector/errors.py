@@ -84,6 +84,12 @@ class WeightsVerificationError(DetectorError):
     status = 503
 
 
+class BadSetting(DetectorError):
+    code = "bad-setting"
+    title = "A setting names something that does not exist"
+    status = 503
+
+
 class DeviceUnavailable(DetectorError):
     code = "device-unavailable"
     title = "The requested compute device is not available"

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import gate
+
+
+def _comma_list(value):
+    """A list setting as people type it: ``a,b`` (or ``a, b``), or JSON ``["a", "b"]``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# list[str] read from the environment as a comma-separated list or JSON
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+# the same, where an empty value means "not set" (None)
+OptionalCommaList = Annotated[list[str] | None, NoDecode, BeforeValidator(lambda v: _comma_list(v) or None)]
 
 
 def _default_cache() -> Path:
@@ -29,7 +47,7 @@ class DetectorSettings(BaseSettings):
     max_height: int = 720  # platform downloads: best format at or under this height
     fetch_timeout_s: float = 30.0
     # Hosts (names or IPs) exempt from the private-address guard; for tests only.
-    allow_private_hosts: list[str] = Field(default_factory=list)
+    allow_private_hosts: CommaList = Field(default_factory=list)
 
     # Video analysis
     min_shot_s: float = 1.5
@@ -60,7 +78,7 @@ class DetectorSettings(BaseSettings):
     # Scoring precision: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16/AMX or the GPU
     # has bf16). fp32 by default: under bf16 autocast the MesoNet members scored slower here.
     precision: str = "fp32"
-    members: list[str] | None = None  # restrict the ensemble to these manifest names
+    members: OptionalCommaList = None  # restrict the ensemble to these manifest names (DEEPFAKE_MEMBERS=a,b)
     device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when present
 
     def resolved_weights_dir(self) -> Path:

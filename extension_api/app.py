@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from detector.errors import DetectorError
@@ -389,6 +390,20 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
     return app
 
 
+class QuietAccessLogger(AccessLogger):
+    """The access log without the polls: successful reads of a check's status, its events,
+    health and metrics are logged only at DEBUG, so submissions, errors and the workers'
+    verdict lines are what an operator reads."""
+
+    QUIET = ("/v1/checks/", "/healthz", "/metrics", "/v1/token")
+
+    def log(self, request, response, time: float) -> None:
+        if (request.method in ("GET", "HEAD", "OPTIONS") and response.status < 400
+                and request.path.startswith(self.QUIET) and not self.logger.isEnabledFor(logging.DEBUG)):
+            return
+        super().log(request, response, time)
+
+
 def main() -> None:  # pragma: no cover - `python -m extension_api.app`
     import argparse
 
@@ -396,8 +411,8 @@ def main() -> None:  # pragma: no cover - `python -m extension_api.app`
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     a = p.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    web.run_app(create_app(), host=a.host, port=a.port)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(), host=a.host, port=a.port, access_log_class=QuietAccessLogger)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("revoke").add_argument("name")
     sub.add_parser("list")
     a = p.parse_args(argv)
-    r = redis.Redis.from_url(ServiceSettings().redis_url, decode_responses=True)
+    url = ServiceSettings().tool_redis_url()
+    r = redis.Redis.from_url(url, decode_responses=True)
     try:
         if a.cmd == "create":
             print(create(r, a.name))
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in sorted(set(r.hvals(keys.TOKENS))):
                 print(name)
     except redis.ConnectionError as e:
-        print(f"deepfake-token: Redis is unreachable at {ServiceSettings().redis_url}: {e}", file=sys.stderr)
+        print(f"deepfake-token: Redis is unreachable at {url}: {e}. Is deepfake-serve running? "
+              "Otherwise set REDIS_URL to the service's Redis.", file=sys.stderr)
         return 2
     return 0
 

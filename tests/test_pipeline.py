@@ -185,6 +185,27 @@ def test_cli_summary_and_user_errors(mesonet_store, tmp_path):
     assert junk.returncode == 2 and "decoded" in junk.stderr
 
 
+def test_members_setting_takes_the_comma_list_people_type(mesonet_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPFAKE_MEMBERS", "meso4-df, meso4-f2f")
+    assert DetectorSettings().members == ["meso4-df", "meso4-f2f"]
+    monkeypatch.setenv("DEEPFAKE_MEMBERS", '["meso4-df"]')  # JSON still works
+    assert DetectorSettings().members == ["meso4-df"]
+    monkeypatch.setenv("DEEPFAKE_MEMBERS", "")
+    assert DetectorSettings().members is None  # empty: the default ensemble
+    import os
+
+    env = dict(os.environ, DEEPFAKE_MEMBERS="meso4-df")
+    monkeypatch.setattr(os, "environ", env)
+    one = _cli(str(shared("media", "unlabeled", "obama.jpg")), "--json", env_weights=mesonet_store.root,
+               cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert [m["name"] for m in json.loads(one.stdout)["models"]] == ["meso4-df"]
+    env["DEEPFAKE_MEMBERS"] = "meso4-df,no-such-model"
+    bad = _cli(str(shared("media", "unlabeled", "obama.jpg")), env_weights=mesonet_store.root, cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "DEEPFAKE_MEMBERS names no-such-model" in bad.stderr and "%" not in bad.stdout
+
+
 def test_cli_without_weights_says_how_to_get_them(tmp_path):
     out = _cli(str(ROOT / "pyproject.toml"), env_weights=tmp_path / "none", cwd=tmp_path)
     assert out.returncode == 1 and "deepfake-weights fetch" in out.stderr

@@ -59,6 +59,19 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
             assert time.monotonic() < deadline, out[-3000:]
             time.sleep(0.2)
         assert fake.calls_of("getMe")
+        # a newcomer's next step: a token, without knowing where the private Redis listens
+        made = subprocess.run([sys.executable, "-m", "extension_api.tokens", "create", "newcomer"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        r = requests.post(f"http://127.0.0.1:{port}/v1/checks", json={"url": "http://10.9.9.9/x.mp4"},
+                          headers={"Authorization": f"Bearer {made.stdout.strip()}"}, timeout=10)
+        assert r.status_code == 422, r.text  # the token is known to the running stack
+        # the bot talks to the API (its client session opens), so shutdown must close it
+        loop.call_soon_threadsafe(fake.push, fake.message("/about"))
+        deadline = time.monotonic() + 60
+        while not any("About these checks" in (p.get("text") or "") for p in fake.calls_of("sendMessage")):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
         children = subprocess.run(["pgrep", "-s", str(os.getpgid(proc.pid))], capture_output=True,
                                   text=True).stdout.split()
         assert len(children) >= 5  # serve, redis-server, the worker (+ its pool), the API, the bot
@@ -70,6 +83,12 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
         time.sleep(1)
         left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert left == [], left
+        out = log.read_text()
+        assert "Unclosed client session" not in out and "Unclosed connector" not in out, out[-3000:]
+        assert re.search(r"check [0-9a-f]{32}: (Likely authentic|Uncertain|Likely manipulated|Inconclusive)", out)
+        assert not re.search(r'"GET /v1/checks/[0-9a-f]{32} HTTP/1.1" 200', out)  # status polls are quiet
+        assert "POST /v1/checks" in out  # the submissions are logged
+        assert not (tmp_path / "cache" / "data" / "stack.json").exists()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

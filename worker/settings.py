@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detector.settings import DetectorSettings
+from detector.settings import CommaList, DetectorSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -29,8 +29,27 @@ class ServiceSettings(BaseSettings):
     rate_limit_per_min: int = 20  # submissions per token per minute
     read_rate_limit_per_min: int = 600  # status/events reads per token per minute
     # Origins allowed by CORS: browser-extension origins only. Empty = any extension.
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: CommaList = Field(default_factory=list)
     max_upload_bytes: int = 200 * 1024 * 1024
+
+    def stack_file(self) -> Path:
+        """Written by a running ``deepfake-serve``: where its (private) Redis listens."""
+        return self.data_dir / "stack.json"
+
+    def tool_redis_url(self) -> str:
+        """The Redis a command-line tool should use: REDIS_URL when set, else the running
+        ``deepfake-serve``'s (its private Redis is not on the default port), else the default."""
+        import json
+        import os
+
+        if os.environ.get("REDIS_URL") or os.environ.get("DEEPFAKE_REDIS_URL"):
+            return self.redis_url
+        try:
+            stack = json.loads(self.stack_file().read_text())
+            os.kill(int(stack["pid"]), 0)  # the stack that wrote it is still running
+            return str(stack["redis_url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.redis_url
 
     def results_dir(self, job_id: str) -> Path:
         return self.data_dir / "results" / job_id

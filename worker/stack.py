@@ -8,6 +8,7 @@ both queues, the API, and each chat bot whose token is configured (``TELEGRAM_BO
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -169,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(api)
         wait_for_port(a.host, a.port, api, "the API")
         base = env["DEEPFAKE_PUBLIC_URL"]
-        print(f"API:     {base}/v1/checks   (token: REDIS_URL={env.get('REDIS_URL')} deepfake-token create NAME)")
+        stack_file = settings.stack_file()
+        stack_file.parent.mkdir(parents=True, exist_ok=True)
+        stack_file.write_text(json.dumps({"redis_url": env["REDIS_URL"] if "REDIS_URL" in env
+                                          else settings.redis_url, "api": base, "pid": os.getpid()}))
+        print(f"API:     {base}/v1/checks   (a token for a client: deepfake-token create NAME)")
         print(f"reports: {base}/r/<job id>      model card: {base}/v1/model-card")
         redis_url = env["REDIS_URL"] if "REDIS_URL" in env else settings.redis_url
         for name, module in BOTS:
@@ -193,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop_all(procs)
+        stack_file = settings.stack_file()
+        try:
+            if json.loads(stack_file.read_text()).get("pid") == os.getpid():
+                stack_file.unlink()
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":

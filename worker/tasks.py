@@ -139,6 +139,10 @@ def analyze_job(self, job_id: str, media_path: str) -> dict:
         analysis = analyzer().analyze(fetched, progress=st.progress(job_id))
         st.finish(job_id, analysis.report.to_json(), analysis.gallery_png,
                   seen_before=0, status=analysis.report.status)
+        rep = analysis.report
+        log.info("check %s: %s%s, %d shot(s), %d face(s) (%s)", job_id, rep.verdict_label,
+                 "" if rep.score is None or rep.verdict_note else f" ({rep.score * 100:.1f}%)",
+                 len(rep.shots), len(rep.faces), rep.source.input)
         return {"job": job_id, "outcome": analysis.report.status}
     except DetectorError as e:
         st.fail(job_id, e.to_dict())
