@@ -60,6 +60,18 @@ class TooLong(DetectorError):
     status = 422
 
 
+class TooManyPixels(DetectorError):
+    code = "too-many-pixels"
+    title = "The image or video is too large in pixels"
+    status = 413
+
+
+class TooSmall(DetectorError):
+    code = "too-small"
+    title = "The image or video is too small to contain a face"
+    status = 422
+
+
 class NotAMedium(DetectorError):
     code = "not-a-medium"
     title = "No image or video was found at this link"

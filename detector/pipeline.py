@@ -30,7 +30,7 @@ from .faces import CropSpec, FaceDetector, crop_square
 from .fetch import Fetched, cleanup, fetch
 from .manifest import Manifest, load_manifest
 from .precision import resolve_precision
-from .probe import MediaInfo, probe
+from .probe import Limits, MediaInfo, probe
 from .settings import DetectorSettings
 from .shots import ShotSpan, split_shots
 from .weights import WeightStore
@@ -165,7 +165,8 @@ class Analyzer:
             self.load()
         progress(ProgressEvent("probing", "Reading the file"))
         with timer("probe"):
-            info = probe(fetched.path, s.max_duration_s)
+            info = probe(fetched.path, s.max_duration_s,
+                         Limits(s.face_min_size, s.max_image_pixels, s.max_video_pixels))
         if info.kind == "video":
             progress(ProgressEvent("segmenting", "Splitting the video into shots"))
             with timer("shots"):

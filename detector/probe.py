@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CorruptMedia, TooLong
+from .errors import CorruptMedia, TooLong, TooManyPixels, TooSmall
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -25,22 +25,48 @@ class MediaInfo:
         return self.frame_count / self.fps
 
 
-def _probe_image(path: Path) -> MediaInfo | None:
+@dataclass(frozen=True)
+class Limits:
+    """Sizes checked before decoding: a face needs ``min_side`` pixels; a header may claim
+    any size, so more than ``max_*_pixels`` is refused before a pixel is decoded."""
+
+    min_side: int = 40
+    max_image_pixels: int = 120_000_000
+    max_video_pixels: int = 7680 * 4320
+
+    def check(self, kind: str, width: int, height: int) -> None:
+        limit = self.max_image_pixels if kind == "image" else self.max_video_pixels
+        if width * height > limit:
+            raise TooManyPixels(f"The {kind} is {width:,} x {height:,} pixels ({width * height / 1e6:,.0f} "
+                                f"megapixels); the limit is {limit / 1e6:.0f} megapixels.")
+        if min(width, height) < self.min_side:
+            raise TooSmall(f"The {kind} is only {width} x {height} pixels; a face needs at least "
+                           f"{self.min_side} pixels, so there is nothing to check.")
+
+
+def _probe_image(path: Path, limits: Limits) -> MediaInfo | None:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:  # animated GIF/WebP: a video
-                return None
-            im.load()
-            return MediaInfo("image", im.width, im.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(path) as im:  # reads the header only
+                limits.check("image", im.width, im.height)
+                if getattr(im, "n_frames", 1) > 1:  # animated GIF/WebP: a video
+                    return None
+                im.load()
+                return MediaInfo("image", im.width, im.height)
     except UnidentifiedImageError:
         return None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:  # a size PIL itself refuses to open
+        raise TooManyPixels(f"The image claims more pixels than can be decoded safely ({e}).") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise CorruptMedia(f"The image could not be decoded ({e}).") from e
 
 
-def _probe_video(path: Path) -> MediaInfo:
+def _probe_video(path: Path, limits: Limits) -> MediaInfo:
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -51,6 +77,8 @@ def _probe_video(path: Path) -> MediaInfo:
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if w > 0 and h > 0:
+            limits.check("video", w, h)  # before the first frame is decoded
         ok, frame = cap.read()
         if not ok or frame is None or w <= 0 or h <= 0:
             raise CorruptMedia("The video's first frame could not be decoded; the file is damaged.")
@@ -65,13 +93,14 @@ def _probe_video(path: Path) -> MediaInfo:
         cap.release()
 
 
-def probe(path: Path | str, max_duration_s: float | None = None) -> MediaInfo:
+def probe(path: Path | str, max_duration_s: float | None = None, limits: Limits | None = None) -> MediaInfo:
     path = Path(path)
+    limits = limits or Limits()
     if path.stat().st_size == 0:
         raise CorruptMedia("The file is empty.")
-    info = _probe_image(path)  # by content, not by file name
+    info = _probe_image(path, limits)  # by content, not by file name
     if info is None:
-        info = _probe_video(path)
+        info = _probe_video(path, limits)
     if max_duration_s and info.duration_s and info.duration_s > max_duration_s:
         raise TooLong(f"The video lasts {info.duration_s / 60:.1f} min; the limit is "
                       f"{max_duration_s / 60:.0f} min.")

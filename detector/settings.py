@@ -45,6 +45,10 @@ class DetectorSettings(BaseSettings):
     max_bytes: int = 200 * 1024 * 1024
     max_duration_s: float = 600.0
     max_height: int = 720  # platform downloads: best format at or under this height
+    # Decoded size limits, checked from the header before anything is decoded (a 100 KB PNG
+    # can claim 30000 x 30000 pixels): 120 MP an image (phone panoramas), 8K a video frame.
+    max_image_pixels: int = 120_000_000
+    max_video_pixels: int = 7680 * 4320
     fetch_timeout_s: float = 30.0
     # Hosts (names or IPs) exempt from the private-address guard; for tests only.
     allow_private_hosts: CommaList = Field(default_factory=list)

@@ -19,11 +19,14 @@ import asyncio
 import json
 import logging
 import re
+import shutil
 import time
+import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -46,11 +49,16 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", ApiStore)
 CELERY = web.AppKey("celery", object)
 METRICS = web.AppKey("metrics", dict)
-ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
+ALLOW_HOSTS = web.AppKey("allow_hosts", list)
+TOKEN_NAME = "token_name"  # request key: the name of the token that authorised the request  # exempt from the private-address guard (tests)
 
 REDIS_SOCKET_TIMEOUT_S = 15
 SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events
 SSE_KEEPALIVE_MS = 15_000  # a comment line this often keeps proxies from closing an idle stream
+# Each open event stream holds a Redis connection while it waits: a token may hold this many
+# at once (a popup, a bot and a report page each follow a check; more is a leak or an attack).
+MAX_STREAMS_PER_TOKEN = 8
+STREAM_STALE_S = 3 * SSE_KEEPALIVE_MS / 1000  # a stream not seen for this long no longer counts
 EXTENSION_ORIGIN = re.compile(r"^(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+$")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -140,6 +148,7 @@ async def authorise(request: web.Request, kind: str) -> str:
     s = request.app[SETTINGS]
     limit = s.rate_limit_per_min if kind == "submit" else s.read_rate_limit_per_min
     await request.app[STORE].rate_limit(name, kind, limit)
+    request[TOKEN_NAME] = name
     return name
 
 
@@ -169,17 +178,33 @@ def _as_bool(v) -> bool:
 
 # -- handlers ------------------------------------------------------------------------------
 
+MAX_JSON_BYTES = 64 * 1024
+
+
+async def _json_body(request: web.Request):
+    """The JSON body, at most 64 KB; anything that is not plain JSON is a 400, not a 500
+    (deep nesting, 5,000-digit numbers, bad UTF-8)."""
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raw = b"x" * (MAX_JSON_BYTES + 1)
+    else:
+        raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise ApiProblem(413, "request-too-large", "The request is too large",
+                         "JSON bodies are limited to 64 KB; send a medium as a multipart upload.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        raise ApiProblem(400, "bad-request", "The body is not JSON",
+                         'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
+
+
 async def create_check(request: web.Request) -> web.Response:
     owner = await authorise(request, "submit")
     store = request.app[STORE]
     if request.content_type.startswith("multipart/"):
         job_id, how = await _create_from_upload(request, owner)
     else:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiProblem(400, "bad-request", "The body is not JSON",
-                             'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
+        body = await _json_body(request)
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url.strip():
             raise ApiProblem(400, "bad-request", "No link given", 'Send JSON like {"url": "https://..."}.')
@@ -192,19 +217,69 @@ async def create_check(request: web.Request) -> web.Response:
         job_id, how = await store.create(input=url, owner=owner, fresh=_as_bool(body.get("fresh")),
                                          normalised=keys.normalise_url(url))
         if how == "new":
-            await enqueue(request, job_id)
+            try:
+                await enqueue(request, job_id)
+            except BaseException:  # the broker refused it: no record may wait in "queued" for days
+                await store.forget(job_id, keys.normalise_url(url))
+                raise
     rec = await store.get(job_id)
     view = job_view(rec, base_url(request), how)
     status = 200 if how == "cached" else 202
     return web.json_response(view, status=status, headers={"Location": f"/v1/checks/{job_id}"})
 
 
+BIDI_AND_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+MAX_NAME_CHARS = 120
+
+
+def display_name(raw: str | None) -> str:
+    """A file name as the report shows it: the last path part, without control, direction-
+    override or invisible characters, at most 120 characters. Pages escape it; it never
+    names a file on disk."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in BIDI_AND_INVISIBLE.sub("", name) if c.isprintable()).strip(" .")
+    if not name:
+        return "upload"
+    if len(name) > MAX_NAME_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        ext = f".{ext}" if dot and len(ext) <= 5 else ""
+        name = name[: MAX_NAME_CHARS - len(ext) - 1] + "…" + ext
+    return name
+
+
+def stored_name(display: str) -> str:
+    """The upload's name on disk: fixed, with the extension only if it is plain (the probe
+    reads the content, not the name)."""
+    ext = Path(display).suffix.lower()
+    return "upload" + (ext if re.fullmatch(r"\.[a-z0-9]{1,5}", ext) else "")
+
+
+async def _next_part(reader):
+    try:
+        return await reader.next()
+    except LineTooLong as e:
+        if "filename" in str(e):
+            raise ApiProblem(400, "bad-file-name", "The file name is too long",
+                             "The upload's file name is longer than 8,000 characters; rename the file.")
+        raise ApiProblem(400, "bad-request", "The upload is malformed", "A header of the form is too long.")
+    except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
+        if "filename" in str(e):  # e.g. a NUL or a line break in the name: the header is refused
+            raise ApiProblem(400, "bad-file-name", "The file name cannot be read",
+                             "The upload's file name holds characters a form may not carry; rename the file.")
+        raise ApiProblem(400, "bad-request", "The upload is malformed",
+                         f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).')
+
+
 async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, str]:
     s = request.app[SETTINGS]
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except (ValueError, KeyError, AssertionError, HttpProcessingError):
+        raise ApiProblem(400, "bad-request", "The upload is malformed",
+                         "A multipart upload needs a boundary in its Content-Type; send a form with a field \"file\".")
     fresh = False
     while True:
-        part = await reader.next()
+        part = await _next_part(reader)
         if part is None:
             raise ApiProblem(400, "bad-request", "No file in the upload", 'Send the medium in a form field "file".')
         if part.name == "fresh":
@@ -212,30 +287,39 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
             continue
         if part.name == "file":
             break
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(part.filename or "upload").name)[-80:] or "upload"
-    job_id, _ = await request.app[STORE].create(input=name, owner=owner, fresh=fresh, upload=True)
+    name = display_name(part.filename)
+    store = request.app[STORE]
+    job_id, _ = await store.create(input=name, owner=owner, fresh=fresh, upload=True)
     folder = s.work_dir(job_id) / "upload"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    size = 0
+    path = folder / stored_name(name)
     loop = asyncio.get_running_loop()
-    f = await loop.run_in_executor(None, open, path, "wb")
-    try:
-        while chunk := await part.read_chunk(1 << 20):
-            size += len(chunk)
-            if size > s.max_upload_bytes:
-                raise ApiProblem(413, "too-large", "The file is too large",
-                                 f"Uploads are limited to {s.max_upload_bytes / 2**20:.0f} MB.")
-            await loop.run_in_executor(None, f.write, chunk)
-    except ApiProblem:
-        await loop.run_in_executor(None, f.close)
-        path.unlink(missing_ok=True)
-        await request.app[STORE].r.delete(keys.job(job_id), keys.events(job_id))
+    try:  # whatever goes wrong from here, no record stays queued and no file stays behind
+        await loop.run_in_executor(None, lambda: folder.mkdir(parents=True, exist_ok=True))
+        size = 0
+        f = await loop.run_in_executor(None, open, path, "wb")
+        try:
+            while True:
+                try:
+                    chunk = await part.read_chunk(1 << 20)
+                except (ValueError, AssertionError, HttpProcessingError) as e:
+                    raise ApiProblem(400, "bad-request", "The upload is malformed",
+                                     f"The form's file part could not be read ({type(e).__name__}).")
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > s.max_upload_bytes:
+                    raise ApiProblem(413, "too-large", "The file is too large",
+                                     f"Uploads are limited to {s.max_upload_bytes / 2**20:.0f} MB.")
+                await loop.run_in_executor(None, f.write, chunk)
+        finally:
+            await loop.run_in_executor(None, f.close)
+        if size == 0:
+            raise ApiProblem(400, "bad-request", "The file is empty", "The uploaded file has no content.")
+        await enqueue(request, job_id, str(path))
+    except BaseException:
+        await loop.run_in_executor(None, lambda: shutil.rmtree(s.work_dir(job_id), ignore_errors=True))
+        await store.r.delete(keys.job(job_id), keys.events(job_id), keys.readers(job_id))
         raise
-    await loop.run_in_executor(None, f.close)
-    if size == 0:
-        raise ApiProblem(400, "bad-request", "The file is empty", "The uploaded file has no content.")
-    await enqueue(request, job_id, str(path))
     return job_id, "new"
 
 
@@ -261,9 +345,51 @@ async def get_check(request: web.Request) -> web.Response:
     return web.json_response(job_view(rec, base_url(request)))
 
 
+class StreamSlot:
+    """One of a token's MAX_STREAMS_PER_TOKEN places for an open event stream: a sorted set
+    per token (member: this stream, score: when it was last seen), so a stream whose API
+    process died stops counting after STREAM_STALE_S."""
+
+    def __init__(self, r: aioredis.Redis, name: str):
+        self.r, self.key, self.id = r, f"df:streams:{name}", uuid.uuid4().hex
+
+    async def acquire(self) -> None:
+        now = time.time()
+        p = self.r.pipeline()
+        p.zremrangebyscore(self.key, 0, now - STREAM_STALE_S)
+        p.zadd(self.key, {self.id: now})
+        p.zcard(self.key)
+        p.expire(self.key, int(STREAM_STALE_S) + 60)
+        *_, count, _ = await p.execute()
+        if count > MAX_STREAMS_PER_TOKEN:
+            await self.r.zrem(self.key, self.id)
+            raise ApiProblem(429, "too-many-streams", "Too many open event streams",
+                             f"A token may follow at most {MAX_STREAMS_PER_TOKEN} checks' events at once; "
+                             "close one, or poll GET /v1/checks/{id}.", headers={"Retry-After": "5"})
+
+    async def touch(self) -> None:
+        await self.r.zadd(self.key, {self.id: time.time()})
+        await self.r.expire(self.key, int(STREAM_STALE_S) + 60)
+
+    async def release(self) -> None:
+        try:
+            await self.r.zrem(self.key, self.id)
+        except aioredis.RedisError as e:  # it goes stale on its own
+            log.warning("could not free a stream place: %r", e)
+
+
 async def check_events(request: web.Request) -> web.StreamResponse:
     rec = await readable_job(request)
     r = request.app[REDIS]
+    slot = StreamSlot(r, request[TOKEN_NAME])
+    await slot.acquire()
+    try:
+        return await _stream_events(request, rec, r, slot)
+    finally:
+        await slot.release()
+
+
+async def _stream_events(request: web.Request, rec: dict, r: aioredis.Redis, slot: StreamSlot) -> web.StreamResponse:
     stream = keys.events(rec["id"])
     last = request.headers.get("Last-Event-ID") or "0"
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -280,6 +406,7 @@ async def check_events(request: web.Request) -> web.StreamResponse:
                 if idle * SSE_BLOCK_MS >= SSE_KEEPALIVE_MS:
                     idle = 0
                     await resp.write(b": keep-alive\n\n")
+                    await slot.touch()
                     if not await r.exists(stream):
                         break
                 continue

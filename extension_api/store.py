@@ -117,6 +117,12 @@ class ApiStore:
     async def _claim_url(self, url_key: str, expected: str | None, job_id: str, ttl: int) -> bool:
         return bool(await self.r.eval(self._CLAIM, 1, url_key, expected or "", job_id, ttl))
 
+    async def forget(self, job_id: str, normalised: str | None = None) -> None:
+        """Remove a job that was never queued (and the URL's pointer to it)."""
+        await self.r.delete(keys.job(job_id), keys.events(job_id), keys.readers(job_id))
+        if normalised:
+            await self._claim_url(keys.url_key(normalised), job_id, "", 1)  # only if it still points here
+
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}
 

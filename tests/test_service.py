@@ -380,3 +380,96 @@ def test_a_whole_worker_killed_has_its_jobs_redelivered_within_the_visibility_ti
             print(f"redelivered {waited:.1f} s after the whole-worker kill (visibility timeout {visibility} s)")
     finally:
         media.close()
+
+
+def test_hostile_uploads_end_in_a_specific_problem_or_a_report(service, tmp_path):
+    """Decompression bombs, images too small for a face, a 2x2 video and file names meant to
+    break paths or pages: each gets a specific problem or a report; nothing stays queued and
+    nothing stays on disk."""
+    from collections import Counter
+
+    from .hostile import hostile_files
+
+    photo = shared("media", "unlabeled", "obama.jpg").read_bytes()
+    outcomes, jobs = {}, []
+    for i, (label, name, data, expected) in enumerate(hostile_files(tmp_path, photo)):
+        token = service.token(f"hostile-{i}")
+        r = requests.post(service.base + "/v1/checks", headers=auth(token),
+                          files={"file": (name, data, "application/octet-stream")}, timeout=60)
+        assert r.status_code != 500, (label, r.text)
+        if r.status_code >= 400:
+            outcomes[label] = r.json()["code"] if "code" in r.json() else r.json()["type"].rsplit("/", 1)[-1]
+            continue
+        view = wait_done(service, token, r.json()["id"])
+        jobs.append(view["id"])
+        outcomes[label] = "report" if view["state"] == "done" else view["problem"]["code"]
+        if view["state"] == "done":
+            shown = view["input"]
+            assert "/" not in shown and "\x00" not in shown and "\u202e" not in shown and len(shown) <= 120, shown
+            page = requests.get(view["links"]["report_page"], timeout=10).text
+            assert "<img src=x" not in page
+    tally = Counter("internal" if o == "internal-error" else "report" if o == "report" else "problem"
+                    for o in outcomes.values())
+    print(f"hostile files: {len(outcomes)} tried, {tally['problem']} clear problem, "
+          f"{tally['report']} report, {tally['internal']} internal error")
+    wrong = {label: o for (label, _, _, expected), o in
+             zip(hostile_files(tmp_path, photo), outcomes.values()) if o not in expected}
+    assert not wrong, wrong
+    for jid in jobs:
+        assert service.redis.hget(f"df:job:{jid}", "state") in ("done", "failed")
+        assert not (service.data_dir / "jobs" / jid).exists()
+
+
+def test_hostile_request_bodies_get_a_problem_not_a_500(service):
+    token = service.token("hostile-bodies")
+    h = {**auth(token), "Content-Type": "application/json"}
+    deep = "[" * 100_000 + "]" * 100_000  # 200 KB: over the JSON limit
+    assert_problem(requests.post(service.base + "/v1/checks", data=deep, headers=h, timeout=30), 413,
+                   "request-too-large")
+    deep = "[" * 30_000 + "]" * 30_000  # under the limit, deeper than the parser's recursion
+    assert_problem(requests.post(service.base + "/v1/checks", data=deep, headers=h, timeout=30), 400, "bad-request")
+    digits = '{"url": ' + "9" * 5000 + "}"
+    assert_problem(requests.post(service.base + "/v1/checks", data=digits, headers=h, timeout=30), 400, "bad-request")
+    huge = json.dumps({"url": "https://example.org/a.mp4", "pad": "x" * (2 << 20)})
+    assert_problem(requests.post(service.base + "/v1/checks", data=huge, headers=h, timeout=30), 413,
+                   "request-too-large")
+    no_boundary = {**auth(token), "Content-Type": "multipart/form-data"}
+    assert_problem(requests.post(service.base + "/v1/checks", data=b"--x\r\n\r\n", headers=no_boundary,
+                                 timeout=30), 400, "bad-request")
+    garbage = {**auth(token), "Content-Type": "multipart/form-data; boundary=zzz"}
+    assert_problem(requests.post(service.base + "/v1/checks", data=b"\x00\xffnot a form at all" * 100,
+                                 headers=garbage, timeout=30), 400, "bad-request")
+    assert requests.get(service.base + "/healthz", timeout=10).status_code == 200
+
+
+def test_event_streams_are_bounded_per_token(service, media):
+    from extension_api.app import MAX_STREAMS_PER_TOKEN
+
+    token = service.token("many-streams")
+    media.routes["/streams/film.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                         shared("media", "devset", "videos", "film_real.mp4").read_bytes())
+    media.delays["/streams/film.mp4"] = 20.0  # the check stays in progress while streams are open
+    job_id = submit(service, token, media.url("/streams/film.mp4")).json()["id"]
+    url = f"{service.base}/v1/checks/{job_id}/events"
+    held = [requests.get(url, headers=auth(token), stream=True, timeout=30) for _ in range(MAX_STREAMS_PER_TOKEN)]
+    try:
+        assert all(r.status_code == 200 for r in held)
+        extra = requests.get(url, headers=auth(token), stream=True, timeout=30)
+        body = assert_problem(extra, 429, "too-many-streams")
+        assert str(MAX_STREAMS_PER_TOKEN) in body["detail"]
+        assert requests.get(service.base + "/healthz", timeout=10).status_code == 200
+        other = service.token("other-desk-streams")
+        assert requests.get(service.base + "/healthz", headers=auth(other), timeout=10).status_code == 200
+    finally:
+        for r in held:
+            r.close()
+    deadline = time.monotonic() + 30  # a closed stream frees its place
+    while True:
+        again = requests.get(url, headers=auth(token), stream=True, timeout=30)
+        if again.status_code == 200 or time.monotonic() > deadline:
+            break
+        again.close()
+        time.sleep(0.5)
+    assert again.status_code == 200
+    again.close()
+    media.delays.pop("/streams/film.mp4")

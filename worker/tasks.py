@@ -7,11 +7,12 @@ retried, with exponential backoff. "No face" is a finished job whose report says
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from detector.errors import DetectorError
@@ -111,6 +112,15 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
         st.fail(job_id, PROBLEMS["timeout"])
         _cleanup(job_id)
         return {"job": job_id, "outcome": "timeout"}
+    except Retry:
+        raise
+    except Exception:  # a bug, not the user's input: the job ends (never left queued) and is logged
+        log.exception("job %s: fetch failed", job_id)
+        st.fail(job_id, PROBLEMS["internal"])
+        _cleanup(job_id)
+        raise
+    if upload_path:  # the report names the upload as the user did, not by its path on the server
+        fetched = dataclasses.replace(fetched, input=rec["input"], title=rec["input"])
     st.set_fields(job_id, sha256=fetched.sha256, title=fetched.title, deliveries=0, **fetched_fields(fetched))
     if rec.get("fresh") != "1":
         other = st.claim_content(job_id, fetched.sha256)
