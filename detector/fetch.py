@@ -117,17 +117,27 @@ def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched
             resp = session.get(current, stream=True, allow_redirects=False,
                                timeout=(10, settings.fetch_timeout_s))
             if resp.is_redirect:
-                current = urljoin(current, resp.headers["Location"])
+                location = resp.headers["Location"]
                 resp.close()
+                try:
+                    current = urljoin(current, location)
+                except ValueError as e:  # e.g. a broken [IPv6] literal
+                    raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
                 check_url(current, settings.allow_private_hosts)
                 continue
             break
-        else:
-            raise Unreachable("The link redirects too many times.")
-    except requests.RequestException as e:
+        else:  # a loop, not a passing failure: not retried
+            raise NotFound(f"The link redirects more than {MAX_REDIRECTS} times (a redirect loop).")
+    except ValueError as e:  # requests parses the Location itself: a broken [IPv6] literal, a bad port
+        raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
+    except (requests.ConnectionError, requests.Timeout) as e:  # may pass: retried
         raise Unreachable(f"The link could not be reached ({type(e).__name__}).") from e
+    except requests.RequestException as e:  # a malformed answer or address: trying again will not help
+        raise NotFound(f"The link could not be fetched ({type(e).__name__}).") from e
 
     with resp:
+        if 300 <= resp.status_code < 400:  # a redirect without a Location
+            raise NotFound(f"The link answered HTTP {resp.status_code} without saying where to.")
         if resp.status_code in (404, 410):
             raise NotFound(f"The link returned HTTP {resp.status_code}: the file is gone.")
         if resp.status_code in (401, 403):
@@ -142,7 +152,7 @@ def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched
             return _fetch_ytdlp(url, current, dest_dir, settings)
         if not (ctype.startswith(MEDIA_TYPES) or ctype in BINARY_TYPES or not ctype):
             raise NotAMedium(f"The link serves {ctype!r}, not an image or a video.")
-        length = int(resp.headers.get("Content-Length") or 0)
+        length = _content_length(resp.headers.get("Content-Length"))
         if length > settings.max_bytes:
             raise TooLarge(_too_large(length, settings))
         suffix = _suffix(urlsplit(current).path, ctype)
@@ -171,6 +181,14 @@ def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched
                    os.path.basename(urlsplit(current).path) or None)
 
 
+def _content_length(value: str | None) -> int:
+    """The announced size, or 0 when it is missing or not a number (the stream is capped anyway)."""
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
 def _suffix(path: str, ctype: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if 1 < len(ext) <= 5:
@@ -180,7 +198,7 @@ def _suffix(path: str, ctype: str) -> str:
 
 def _fetch_ytdlp(original: str, url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
     from yt_dlp import YoutubeDL
-    from yt_dlp.utils import DownloadError
+    from yt_dlp.utils import YoutubeDLError
 
     h = settings.max_height
     p = YTDLP_PROTOCOLS
@@ -222,7 +240,7 @@ def _fetch_ytdlp(original: str, url: str, dest_dir: Path, settings: DetectorSett
             if size and size > settings.max_bytes:
                 raise TooLarge(_too_large(size, settings))
             info = ydl.process_ie_result(info, download=True)
-    except DownloadError as e:
+    except YoutubeDLError as e:  # DownloadError, and networking errors it raises unwrapped
         raise _map_ytdlp_error(str(e)) from e
     files = [Path(r["filepath"]) for r in info.get("requested_downloads") or [] if r.get("filepath")]
     files = [p for p in files if p.is_file()] or sorted(dest_dir.glob("media.*"))
@@ -244,7 +262,17 @@ def _map_ytdlp_error(msg: str) -> DetectorError:
         return NotFound("The video is unavailable or was removed.")
     if "max-filesize" in low or "larger than" in low:
         return TooLarge("The video is larger than the size limit.")
-    return Unreachable("The video could not be downloaded; try again later.")
+    if any(w in low for w in TRANSIENT_WORDS):  # network trouble: worth another try
+        return Unreachable("The video could not be downloaded; try again later.")
+    if "unsupported" in low or "scheme" in low or "no suitable" in low:
+        return NotAMedium("The page's video uses a kind of link that cannot be downloaded.")
+    return NotAMedium("The video on this page could not be downloaded.")
+
+
+# yt-dlp messages of failures that may pass (retried); the rest fail the check at once
+TRANSIENT_WORDS = ("timed out", "timeout", "connection reset", "connection refused", "connection aborted",
+                   "temporarily", "temporary failure", "http error 5", "http error 429", "too many requests",
+                   "network is unreachable", "remote end closed", "incomplete read", "eof occurred")
 
 
 class _YtdlpLogger:

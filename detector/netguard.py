@@ -90,7 +90,11 @@ def check_url(url: str, allow: list[str] | tuple[str, ...] = ()) -> list[str]:
 
     Returns the resolved addresses.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port out of range or a broken [IPv6] literal
+    except ValueError as e:
+        raise UnsupportedURL(f"The link is not a valid web address ({e}).") from e
     if parts.scheme not in ("http", "https"):
         raise UnsupportedURL(f"Only http and https links can be checked, not {parts.scheme or 'this'!r}.")
     host = parts.hostname
@@ -98,7 +102,7 @@ def check_url(url: str, allow: list[str] | tuple[str, ...] = ()) -> list[str]:
         raise UnsupportedURL("The link has no host name.")
     if parts.username or parts.password:
         raise UnsupportedURL("Links with a user name or password are not accepted.")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = port or (443 if parts.scheme == "https" else 80)
     addrs = resolve(host, port)
     if is_allowed(allow, host, port) or any(is_allowed(allow, host, port, a) for a in addrs):
         return addrs

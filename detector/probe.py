@@ -66,6 +66,15 @@ def _probe_image(path: Path, limits: Limits) -> MediaInfo | None:
         raise CorruptMedia(f"The image could not be decoded ({e}).") from e
 
 
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def _probe_video(path: Path, limits: Limits) -> MediaInfo:
     import cv2
 
@@ -100,6 +109,8 @@ def probe(path: Path | str, max_duration_s: float | None = None, limits: Limits 
         raise CorruptMedia("The file is empty.")
     info = _probe_image(path, limits)  # by content, not by file name
     if info is None:
+        if _looks_like_an_image(path):  # an image's signature that no decoder could read
+            raise CorruptMedia("The image could not be decoded; the file is damaged or incomplete.")
         info = _probe_video(path, limits)
     if max_duration_s and info.duration_s and info.duration_s > max_duration_s:
         raise TooLong(f"The video lasts {info.duration_s / 60:.1f} min; the limit is "

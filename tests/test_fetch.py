@@ -280,3 +280,41 @@ def test_hls_fragments_on_a_private_address_are_refused(loopback, canaries, tmp_
         fetch(loopback.url("/post"), tmp_path, settings)
     assert "/hls/index.m3u8" in loopback.requests  # the manifest was read: the refusal is the segments'
     assert canary.hits == []
+
+
+# -- fetch failures that once froze jobs (issue 15): each is a typed problem -----------------
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:99999/v.mp4", "http://[::1:8335/v.mp4", "file:///etc/passwd"])
+def test_a_redirect_to_a_broken_address_is_a_typed_problem(loopback, tmp_path, target):
+    loopback.routes["/r"] = (302, {"Location": target}, b"")
+    with pytest.raises(UnsupportedURL):
+        fetch(loopback.url("/r"), tmp_path, ALLOW)
+
+
+def test_a_redirect_loop_fails_at_once_and_is_not_retried(loopback, tmp_path):
+    loopback.routes["/a"] = (302, {"Location": "/b"}, b"")
+    loopback.routes["/b"] = (302, {"Location": "/a"}, b"")
+    with pytest.raises(NotFound, match="redirect loop") as e:
+        fetch(loopback.url("/a"), tmp_path, ALLOW)
+    assert not e.value.transient
+    loopback.routes["/nowhere"] = (302, {}, b"")  # a redirect without a Location
+    with pytest.raises(NotFound):
+        fetch(loopback.url("/nowhere"), tmp_path, ALLOW)
+
+
+def test_a_garbled_content_length_does_not_break_the_download(loopback, tmp_path):
+    body = shared("media", "unlabeled", "obama.jpg").read_bytes()
+    loopback.routes["/p.jpg"] = (200, {"Content-Type": "image/jpeg", "Content-Length": "abc"}, body)
+    try:
+        got = fetch(loopback.url("/p.jpg"), tmp_path, ALLOW)
+    except Unreachable:  # the HTTP client may refuse the header itself: then it says so
+        return
+    assert got.size_bytes > 0
+
+
+def test_a_page_embedding_a_file_url_is_not_a_medium(loopback, tmp_path):
+    page = b'<html><head><title>x</title></head><body><video src="file:///etc/passwd"></video></body></html>'
+    loopback.routes["/post"] = (200, {"Content-Type": "text/html"}, page)
+    with pytest.raises(NotAMedium) as e:
+        fetch(loopback.url("/post"), tmp_path, ALLOW)
+    assert not e.value.transient

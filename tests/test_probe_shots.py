@@ -134,3 +134,12 @@ def test_static_but_live_dark_frames_are_not_duplicates(tmp_path):
     w.release()
     frames = list(iter_unique(path, [ShotSpan(0, 40)], budget=10))
     assert len(frames) == 10
+
+
+def test_an_undecodable_image_is_called_an_image(tmp_path):
+    for name, head in (("a.png", b"\x89PNG\r\n\x1a\n"), ("b.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 "),
+                       ("c.gif", b"GIF89a")):
+        path = tmp_path / name
+        path.write_bytes(head + b"\x00garbage" * 50)
+        with pytest.raises(CorruptMedia, match="image could not be decoded"):
+            probe(path)

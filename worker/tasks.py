@@ -61,6 +61,9 @@ def _load_models_after_fork(**_):
 PROBLEMS = {
     "timeout": {"code": "timeout", "title": "The check took too long", "status": 504, "transient": False,
                 "detail": "The analysis did not finish in time; a shorter clip may work."},
+    "download-timeout": {"code": "timeout", "title": "The download took too long", "status": 504,
+                         "transient": False,
+                         "detail": "The medium did not download in time; the site may be slow, or the file too big."},
     "crashed": {"code": "worker-crashed", "title": "The analysis crashed", "status": 500, "transient": False,
                 "detail": "The analysis stopped unexpectedly several times on this medium."},
     "internal": {"code": "internal-error", "title": "Internal error", "status": 500, "transient": False,
@@ -109,7 +112,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
         _cleanup(job_id)
         return {"job": job_id, "outcome": e.code}
     except SoftTimeLimitExceeded:
-        st.fail(job_id, PROBLEMS["timeout"])
+        st.fail(job_id, PROBLEMS["download-timeout"])
         _cleanup(job_id)
         return {"job": job_id, "outcome": "timeout"}
     except Retry:
