@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import shutil
 import time
 import uuid
@@ -59,7 +60,11 @@ SSE_KEEPALIVE_MS = 15_000  # a comment line this often keeps proxies from closin
 # at once (a popup, a bot and a report page each follow a check; more is a leak or an attack).
 MAX_STREAMS_PER_TOKEN = 8
 STREAM_STALE_S = 3 * SSE_KEEPALIVE_MS / 1000  # a stream not seen for this long no longer counts
-EXTENSION_ORIGIN = re.compile(r"^(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+$")
+# Extension origins in the forms browsers send: Chrome's (and Edge's) 32 letters a-p, a UUID
+# for Firefox and Safari. Anything else claiming to be an extension is not one.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+EXTENSION_ORIGIN = re.compile(rf"^(chrome-extension://[a-p]{{32}}|moz-extension://{_UUID}|safari-web-extension://{_UUID})$")
+MAX_AUTH_FAILURES_PER_MIN = 30  # per client address: wrong or missing tokens
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -135,13 +140,19 @@ async def metrics_middleware(request: web.Request, handler):
 # -- helpers -------------------------------------------------------------------------------
 
 async def authorise(request: web.Request, kind: str) -> str:
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer ") or len(auth) < 12:
+    store = request.app[STORE]
+    client = request.remote or "unknown"
+    await store.check_auth_failures(client, MAX_AUTH_FAILURES_PER_MIN)  # guessing tokens is slowed down
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or len(token) < 5:  # the scheme is case-insensitive (RFC 7235)
+        await store.auth_failed(client)
         raise ApiProblem(401, "unauthorised", "Missing API token",
                          "Send 'Authorization: Bearer <token>'; tokens come from `deepfake-token create NAME`.",
                          headers={"WWW-Authenticate": 'Bearer realm="deepfake-check"'})
-    name = await request.app[STORE].token_name(auth[7:].strip())
+    name = await store.token_name(token)
     if name is None:
+        await store.auth_failed(client)
         raise ApiProblem(401, "bad-token", "Unknown or revoked API token",
                          "This token is not valid; ask the service's operator for a new one.",
                          headers={"WWW-Authenticate": 'Bearer realm="deepfake-check", error="invalid_token"'})
@@ -464,6 +475,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: with DEEPFAKE_METRICS_TOKEN set, for that bearer token; without
+    it, only for scrapers on this machine (loopback)."""
+    want = request.app[SETTINGS].metrics_token
+    if want:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), want):
+            raise ApiProblem(401, "unauthorised", "Metrics need their token",
+                             "Send 'Authorization: Bearer <DEEPFAKE_METRICS_TOKEN>'.",
+                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif request.remote not in ("127.0.0.1", "::1"):
+        raise ApiProblem(403, "forbidden", "Metrics are local",
+                         "Set DEEPFAKE_METRICS_TOKEN to scrape /metrics from another machine.")
     body = generate_latest(request.app[METRICS]["registry"]).decode()
     stats = await request.app[STORE].stats()
     lines = ["# HELP deepfake_jobs_total Jobs by outcome, since the Redis store began.",
@@ -520,7 +543,8 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
 class QuietAccessLogger(AccessLogger):
     """The access log without the polls: successful reads of a check's status, its events,
     health and metrics are logged only at DEBUG, so submissions, errors and the workers'
-    verdict lines are what an operator reads."""
+    verdict lines are what an operator reads. Query strings are never logged (a token
+    pasted into one must not land in the log)."""
 
     QUIET = ("/v1/checks/", "/healthz", "/metrics", "/v1/token")
 
@@ -528,7 +552,10 @@ class QuietAccessLogger(AccessLogger):
         if (request.method in ("GET", "HEAD", "OPTIONS") and response.status < 400
                 and request.path.startswith(self.QUIET) and not self.logger.isEnabledFor(logging.DEBUG)):
             return
-        super().log(request, response, time)
+        v = request.version
+        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"', request.remote, request.method, request.path,
+                         v.major, v.minor, response.status, response.body_length, time,
+                         request.headers.get("User-Agent", "-"))
 
 
 def main() -> None:  # pragma: no cover - `python -m extension_api.app`

@@ -24,18 +24,41 @@ class ApiStore:
     async def token_name(self, token: str) -> str | None:
         return await self.r.hget(keys.TOKENS, keys.hash_token(token))
 
-    async def rate_limit(self, name: str, kind: str, limit: int) -> None:
-        window = int(time.time() // 60)
-        key = f"df:rl:{name}:{kind}:{window}"
+    async def rate_limit(self, name: str, kind: str, limit: int, window_s: float = 60.0) -> None:
+        """At most ``limit`` requests of this kind in any ``window_s`` (a sliding log: no
+        burst of twice the limit across a minute's boundary)."""
+        key = f"df:rl:{name}:{kind}"
+        now = time.time()
+        member = f"{now:.6f}:{secrets.token_hex(4)}"
         p = self.r.pipeline()
-        p.incr(key)
-        p.expire(key, 120)
-        count, _ = await p.execute()
+        p.zremrangebyscore(key, 0, now - window_s)
+        p.zadd(key, {member: now})
+        p.zcard(key)
+        p.zrange(key, 0, 0, withscores=True)
+        p.expire(key, int(window_s) + 1)
+        _, _, count, oldest, _ = await p.execute()
         if count > limit:
-            retry = 60 - int(time.time() % 60)
+            await self.r.zrem(key, member)  # a refused request does not use the allowance
+            retry = max(1, int(oldest[0][1] + window_s - now) + 1) if oldest else int(window_s)
             raise ApiProblem(429, "rate-limited", "Too many requests",
                              f"This token may make {limit} {kind} requests a minute; try again in {retry} s.",
                              headers={"Retry-After": str(retry)})
+
+    async def check_auth_failures(self, client: str, limit: int) -> None:
+        """429 for a client address that sent ``limit`` wrong or missing tokens this minute."""
+        failures = await self.r.get(f"df:authfail:{client}:{int(time.time() // 60)}")
+        if failures and int(failures) >= limit:
+            retry = 60 - int(time.time() % 60)
+            raise ApiProblem(429, "rate-limited", "Too many failed logins",
+                             f"This address sent {limit} requests without a valid token this minute; "
+                             f"try again in {retry} s.", headers={"Retry-After": str(retry)})
+
+    async def auth_failed(self, client: str) -> None:
+        key = f"df:authfail:{client}:{int(time.time() // 60)}"
+        p = self.r.pipeline()
+        p.incr(key)
+        p.expire(key, 120)
+        await p.execute()
 
     async def get(self, job_id: str) -> dict[str, str]:
         if not job_id or len(job_id) > 64:

@@ -237,6 +237,18 @@ def test_api_errors_are_problem_json(service):
     assert_problem(requests.get(service.base + "/nope", timeout=10), 404, "not-found")
 
 
+def test_the_auth_scheme_is_case_insensitive_and_tokens_stay_out_of_the_log(service):
+    token = service.token("lower-case")
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = requests.get(service.base + "/v1/token", headers={"Authorization": f"{scheme} {token}"}, timeout=10)
+        assert r.status_code == 200 and r.json()["name"] == "lower-case"
+    r = requests.get(service.base + f"/v1/checks/{'0' * 32}?token={token}", timeout=10)
+    assert r.status_code == 401
+    time.sleep(0.5)
+    api_log = service.data_dir.parent / "api.log"
+    assert token not in api_log.read_text()
+
+
 def test_rate_limit_per_token(service):
     token = service.token("hasty")
     codes = [submit(service, token, "http://10.0.0.1/x.mp4").status_code for _ in range(9)]
@@ -245,14 +257,26 @@ def test_rate_limit_per_token(service):
     assert "8" in body["detail"]
     other = service.token("patient")
     assert submit(service, other, "http://10.0.0.1/x.mp4").status_code == 422  # limits are per token
+    # a sliding window: after the refusals, the allowance comes back one by one, a minute
+    # after each request it counted, not all at once at the turn of a minute
+    r = service.redis
+    key = "df:rl:hasty:submit"
+    assert r.zcard(key) == 8  # refused requests are not counted
 
 
 def test_cors_is_open_to_extension_origins_only(service):
     pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
-    ok = requests.options(service.base + "/v1/checks", headers={"Origin": "chrome-extension://abcdefgh", **pre},
-                          timeout=10)
-    assert ok.status_code == 204 and ok.headers["Access-Control-Allow-Origin"] == "chrome-extension://abcdefgh"
+    chrome = "chrome-extension://" + "abcdefghijklmnopabcdefghijklmnop"
+    ok = requests.options(service.base + "/v1/checks", headers={"Origin": chrome, **pre}, timeout=10)
+    assert ok.status_code == 204 and ok.headers["Access-Control-Allow-Origin"] == chrome
     assert "Authorization" in ok.headers["Access-Control-Allow-Headers"]
+    firefox = "moz-extension://3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+    assert requests.options(service.base + "/v1/checks", headers={"Origin": firefox, **pre},
+                            timeout=10).status_code == 204
+    for fake in ("chrome-extension://evil.example.com", "chrome-extension://abcdefgh",
+                 "chrome-extension://" + "q" * 32, "moz-extension://not-a-uuid"):
+        assert requests.options(service.base + "/v1/checks", headers={"Origin": fake, **pre},
+                                timeout=10).status_code == 403, fake
     bad = requests.options(service.base + "/v1/checks", headers={"Origin": "https://evil.example", **pre},
                            timeout=10)
     assert bad.status_code == 403 and "Access-Control-Allow-Origin" not in bad.headers
@@ -473,3 +497,43 @@ def test_event_streams_are_bounded_per_token(service, media):
     assert again.status_code == 200
     again.close()
     media.delays.pop("/streams/film.mp4")
+
+
+async def test_metrics_token_and_failed_logins_per_address(service):
+    """An API of its own on another Redis database (the failed-login limit is per address,
+    and every test client is 127.0.0.1)."""
+    import aiohttp
+    import redis as syncredis
+    from aiohttp import web
+
+    from extension_api.app import MAX_AUTH_FAILURES_PER_MIN, create_app
+    from extension_api.tokens import create
+    from worker.settings import ServiceSettings
+
+    url = service.redis_url.rsplit("/", 1)[0] + "/3"
+    syncredis.Redis.from_url(url).flushdb()
+    token = create(syncredis.Redis.from_url(url, decode_responses=True), "metrics-test")
+    settings = ServiceSettings(redis_url=url, metrics_token="m-secret", data_dir=service.data_dir)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "/metrics") as r:
+                assert r.status == 401
+            async with http.get(base + "/metrics", headers={"Authorization": "Bearer m-secret"}) as r:
+                assert r.status == 200 and "deepfake_api_requests_total" in await r.text()
+            statuses = []
+            for i in range(MAX_AUTH_FAILURES_PER_MIN + 2):
+                async with http.get(base + "/v1/token", headers={"Authorization": f"Bearer dfk_guess{i}"}) as r:
+                    statuses.append(r.status)
+            assert statuses[:MAX_AUTH_FAILURES_PER_MIN] == [401] * MAX_AUTH_FAILURES_PER_MIN
+            assert statuses[-1] == 429
+            async with http.get(base + "/v1/token", headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 429  # even a right token: the answer must not tell guesses apart
+                assert r.headers["Retry-After"] and r.content_type == "application/problem+json"
+    finally:
+        await runner.cleanup()
+        syncredis.Redis.from_url(url).flushdb()

@@ -31,6 +31,7 @@ class ServiceSettings(BaseSettings):
     # Origins allowed by CORS: browser-extension origins only. Empty = any extension.
     cors_origins: CommaList = Field(default_factory=list)
     max_upload_bytes: int = 200 * 1024 * 1024
+    metrics_token: str = ""  # bearer token for /metrics; empty: /metrics answers loopback only
 
     def stack_file(self) -> Path:
         """Written by a running ``deepfake-serve``: where its (private) Redis listens."""
