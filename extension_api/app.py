@@ -88,6 +88,11 @@ async def error_middleware(request: web.Request, handler):
                                 detail.get(e.status, e.text or e.reason), request.path)
     except asyncio.CancelledError:
         raise
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # the store is down: come back later
+        log.warning("Redis unreachable on %s: %r", request.path, e)
+        return problem_response(503, "service-unavailable", "The service is unavailable",
+                                "The job store does not answer; try again in a few seconds.", request.path,
+                                {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error on %s", request.path)
         return problem_response(500, "internal-error", "Internal error",

@@ -537,3 +537,32 @@ async def test_metrics_token_and_failed_logins_per_address(service):
     finally:
         await runner.cleanup()
         syncredis.Redis.from_url(url).flushdb()
+
+
+async def test_a_redis_outage_is_a_503_with_retry_after(tmp_path):
+    """No store, no 500: every request that needs Redis says to come back."""
+    import aiohttp
+    from aiohttp import web
+
+    from extension_api.app import create_app
+    from worker.settings import ServiceSettings
+
+    from .conftest import _free_port
+
+    settings = ServiceSettings(redis_url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=tmp_path)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for method, path in (("POST", "/v1/checks"), ("GET", "/v1/checks/" + "0" * 32), ("GET", "/v1/token")):
+                async with http.request(method, base + path, json={"url": "https://example.org/a.mp4"},
+                                        headers={"Authorization": "Bearer dfk_whatever"}) as r:
+                    assert r.status == 503, (path, await r.text())
+                    assert r.headers["Retry-After"] == "5" and r.content_type == "application/problem+json"
+            async with http.get(base + "/healthz") as r:
+                assert r.status == 503
+    finally:
+        await runner.cleanup()
