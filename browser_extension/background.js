@@ -7,9 +7,11 @@ import { ApiError, HISTORY_MAX, MENU_ID, getCheck, getSettings, messageFor, pct,
 const POLL_MS = 1500;
 const ALARM = "poll-checks";
 
-chrome.runtime.onInstalled.addListener(() => {
+chrome.runtime.onInstalled.addListener((details) => {
   chrome.contextMenus.create({ id: MENU_ID, title: "Check for deepfake",
                                contexts: ["image", "video", "link", "page"] });
+  if (details.reason === "install")  // the first check must not fail before the options were seen
+    chrome.tabs.create({ url: chrome.runtime.getURL("options.html#welcome") });
 });
 chrome.contextMenus.onClicked.addListener((info, tab) => { handleMenuClick(info, tab); });
 chrome.alarms.onAlarm.addListener((alarm) => { if (alarm.name === ALARM) resumePending(); });

@@ -23,11 +23,20 @@ async function test() {
   }
   try {
     const me = await call({ apiUrl: url, token: settings.token.trim() }, "v1/token");
-    show(`Connected: the service accepts the token "${me.name}".`, true);
+    await saveSettings(settings);  // what was tested is what is used from now on
+    $("apiUrl").value = url;
+    show(`Connected and saved: the service accepts the token "${me.name}".`, true);
   } catch (e) {
-    show(messageFor(e.code === "unauthorised" && !settings.token ? "unauthorised" : e.code, e.detail), false);
+    show(OPTIONS_MESSAGES[e.code] || messageFor(e.code, e.detail), false);
   }
 }
+
+// On this page, "check it in the options" would point at itself.
+const OPTIONS_MESSAGES = {
+  "unauthorised": "Paste your API token above (see “Where do I get a token?”).",
+  "bad-token": "The service refused this token: check that it was copied whole, or ask for a new one.",
+  "rate-limited": "Too many attempts in a short time; wait a minute and test again.",
+};
 
 $("save").addEventListener("click", async () => {
   try {
@@ -41,3 +50,4 @@ $("save").addEventListener("click", async () => {
 });
 $("test").addEventListener("click", test);
 getSettings().then(s => { $("apiUrl").value = s.apiUrl; $("token").value = s.token; });
+if (location.hash === "#welcome") $("welcome").hidden = false;

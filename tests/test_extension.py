@@ -103,7 +103,7 @@ def result_view(ctx, ext_id, local_id=None, timeout=240.0):
 def test_options_page_stores_and_tests_the_token(browser, service):
     ctx, ext_id = browser
     bad = configure(ctx, ext_id, service.base, "dfk_wrong")
-    assert "refused the API token" in bad
+    assert "refused this token" in bad and "options" not in bad  # this page is the options
     down = configure(ctx, ext_id, "http://127.0.0.1:9", "dfk_wrong")
     assert "not answering" in down
     token = service.token("extension")
@@ -136,6 +136,26 @@ def test_options_take_the_address_as_pasted_and_refuse_one_without_scheme(browse
     page.wait_for_selector("#status.bad")
     again = sw_of(ctx).evaluate("chrome.storage.local.get('settings').then(x => x.settings)")
     assert again == stored  # the scheme-less address was not saved
+    page.close()
+
+
+def test_install_opens_a_welcome_and_a_good_test_saves_what_it_tested(browser, service):
+    ctx, ext_id = browser
+    welcome = [p for p in ctx.pages if p.url.endswith("/options.html#welcome")]
+    assert welcome, [p.url for p in ctx.pages]  # opened by onInstalled, before any check
+    assert welcome[0].is_visible("#welcome") and "deepfake-token create" in welcome[0].text_content("#where-token")
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/options.html")
+    assert not page.is_visible("#welcome")
+    token = service.token("extension-test-saves")
+    page.fill("#apiUrl", service.base)
+    page.fill("#token", token)
+    page.click("#test")  # no Save
+    wait_until(page, "() => document.querySelector('#status').textContent.startsWith('Connected and saved')",
+               timeout=30)
+    page.reload()
+    wait_until(page, "(t) => document.querySelector('#token').value === t", token, timeout=10)
+    assert page.input_value("#apiUrl") == service.base
     page.close()
 
 
