@@ -5,6 +5,8 @@ import { ApiError, HISTORY_MAX, MENU_ID, getCheck, getSettings, messageFor, pct,
          summarise } from "./api.js";
 
 const POLL_MS = 1500;
+// Answers that pass: the service (or its store) is down for a while, or asks to slow down.
+const PASSING = ["service-down", "service-unavailable", "rate-limited"];
 const ALARM = "poll-checks";
 
 chrome.runtime.onInstalled.addListener((details) => {
@@ -124,10 +126,12 @@ async function pollLoop() {
       for (const c of pending) {
         try {
           const view = await getCheck(settings, c.jobId);
-          await updateCheck(c.localId, summarise(view));
+          await updateCheck(c.localId, { ...summarise(view), unreachableSince: null });
           if (view.state === "done" || view.state === "failed") await finished(c.localId);
         } catch (e) {
-          if (e.code !== "service-down") {
+          if (PASSING.includes(e.code)) {  // the check goes on on the server: say so, keep asking
+            await updateCheck(c.localId, { unreachableSince: c.unreachableSince || Date.now() });
+          } else {
             await updateCheck(c.localId, { state: "failed", error: messageFor(e.code, e.detail) });
             await finished(c.localId);
           }

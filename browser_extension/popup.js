@@ -4,6 +4,7 @@ const BANDS = { likely_authentic: "Likely authentic", uncertain: "Uncertain",
                 likely_manipulated: "Likely manipulated", inconclusive: "Inconclusive" };
 let selected = null;
 const shownProgress = new Map();  // localId -> widest bar shown in this popup
+const OUTAGE_SHOWN_AFTER_MS = 4000;  // one missed poll is not an outage
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -23,6 +24,10 @@ function detail(c) {
   }
   if (c.state !== "done") {
     const p = c.progress || {};
+    if (c.unreachableSince && Date.now() - c.unreachableSince > OUTAGE_SHOWN_AFTER_MS)
+      card.append(el("div", { class: "warn outage",
+        text: `The service has not answered for ${Math.round((Date.now() - c.unreachableSince) / 1000)} s. `
+              + "The check goes on there and this view continues when the service is back." }));
     card.append(el("p", { text: (STAGES[c.stage] || "Submitting…") + (p.total ? ` ${p.done}/${p.total}` : "") }));
     const bar = el("div", { class: "progress" }, el("div"));
     bar.firstChild.style.width = `${Math.round(100 * barWidth(c, shownProgress))}%`;

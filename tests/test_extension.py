@@ -159,6 +159,33 @@ def test_install_opens_a_welcome_and_a_good_test_saves_what_it_tested(browser, s
     page.close()
 
 
+def test_an_outage_mid_check_is_shown_and_clears(browser, service, media):
+    """The service stops answering while a check runs (here: the address the extension
+    polls goes dead): the popup says so, then the check continues and finishes."""
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-outage"))
+    media.routes["/v/outage.mp4"] = media.routes["/v/film.mp4"]
+    media.delays["/v/outage.mp4"] = 12.0
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": media.url("/v/outage.mp4")})
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/popup.html")
+    wait_until(page, "(id) => chrome.storage.local.get('checks').then(({checks}) => "
+               "checks.some(c => c.localId === id && c.jobId))", local_id, timeout=30)
+    dead = "http://127.0.0.1:9"
+    page.evaluate("(u) => chrome.storage.local.get('settings').then(({settings}) => "
+                  "chrome.storage.local.set({settings: {...settings, apiUrl: u}}))", dead)
+    page.wait_for_selector(".card .outage", timeout=30000)
+    assert "has not answered" in page.text_content(".outage")
+    page.evaluate("(u) => chrome.storage.local.get('settings').then(({settings}) => "
+                  "chrome.storage.local.set({settings: {...settings, apiUrl: u}}))", service.base)
+    wait_until(page, "(id) => chrome.storage.local.get('checks').then(({checks}) => "
+               "checks.some(c => c.localId === id && c.state === 'done'))", local_id, timeout=240)
+    page.wait_for_selector(".card[data-state=done]")
+    assert not page.query_selector(".outage")
+    media.delays.pop("/v/outage.mp4")
+    page.close()
+
+
 def test_the_progress_bar_never_moves_back(browser):
     """A check waits in the queue again after its download and a stage starts at 0 of N:
     the bar on screen keeps the widest it has shown."""
