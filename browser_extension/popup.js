@@ -55,11 +55,52 @@ function detail(c) {
   return card;
 }
 
-function row(c) {
-  const score = c.state === "done" ? pct(c.report.score) : c.state === "failed" ? "failed" : "…";
-  const r = el("div", { class: "row" }, el("span", { class: "url", text: c.url }), el("span", { text: score }));
+const STUCK_MS = 10 * 60 * 1000;  // no news for this long: the row says so instead of "…"
+
+// What a history row shows: its verdict band (colour) and a short text, never a number the
+// reliability gate held back.
+export function rowBadge(c, now = Date.now()) {
+  if (c.state === "done") {
+    const r = c.report || {};
+    if (r.score === null || r.score === undefined) return { band: "inconclusive", text: "no face" };
+    if (r.note) return { band: "inconclusive", text: "inconclusive" };
+    return { band: r.verdict, text: pct(r.score) };
+  }
+  if (c.state === "failed") return { band: "failed", text: "failed" };
+  if (now - (c.updated || c.created || now) > STUCK_MS) return { band: "stuck", text: "no answer" };
+  return { band: "pending", text: "…" };
+}
+
+function when(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+               : d.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+function rowTitle(c) {
+  if (c.report && c.report.title) return c.report.title;
+  if (c.kind === "page" && c.pageTitle) return c.pageTitle;
+  return c.url;
+}
+
+function row(c, shownId) {
+  const badge = rowBadge(c);
+  const r = el("div", { class: c.localId === shownId ? "row selected" : "row", title: c.url || "" },
+    el("span", { class: "url", text: rowTitle(c) }),
+    el("span", { class: "when muted", text: when(c.created) }),
+    el("span", { class: `pill band-${badge.band}`, text: badge.text }));
   r.addEventListener("click", () => { selected = c.localId; render(); });
   return r;
+}
+
+async function clearHistory() {
+  // Finished checks go; checks still running stay (they would come back at the next poll).
+  const { checks } = await chrome.storage.local.get("checks");
+  const kept = (checks || []).filter(c => !["done", "failed"].includes(c.state));
+  selected = null;
+  await chrome.storage.local.set({ checks: kept });
 }
 
 async function render() {
@@ -67,11 +108,18 @@ async function render() {
   const list = checks || [];
   const current = document.getElementById("current");
   const history = document.getElementById("history");
-  if (!list.length) return;
+  if (!list.length) {
+    current.replaceChildren(el("p", { class: "muted",
+      text: 'Right-click a video, an image, a link or the page and choose "Check for deepfake".' }));
+    history.replaceChildren();
+    return;
+  }
   const shown = list.find(c => c.localId === selected) || list[0];
   current.replaceChildren(detail(shown));
-  const rest = list.filter(c => c !== shown);
-  history.replaceChildren(...(rest.length ? [el("h1", { text: "Earlier checks" }), ...rest.map(row)] : []));
+  const rest = list.length > 1 ? list : [];  // every check, the one shown above marked
+  const clear = el("button", { class: "clear", text: "Clear history" });
+  clear.addEventListener("click", clearHistory);
+  history.replaceChildren(...(rest.length ? [el("h1", { text: "Checks" }), ...rest.map(c => row(c, shown.localId)), clear] : []));
 }
 
 chrome.storage.onChanged.addListener((changes, area) => { if (area === "local" && changes.checks) render(); });

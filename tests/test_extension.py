@@ -293,3 +293,41 @@ def test_a_check_survives_the_service_worker_being_stopped(browser, service, med
     assert "%" in page.text_content(".verdict")
     page.close()
     helper.close()
+
+
+def test_history_rows_have_date_verdict_colour_selection_and_a_clear_button(browser, service, media):
+    """Runs last in this module: it clears the history."""
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-history"))
+    done_id = click_menu(ctx, {"mediaType": "image", "srcUrl": media.url("/img/obama.jpg")})
+    page = result_view(ctx, ext_id, done_id)
+    # a check that never got its job (the browser closed mid-submission) and a failed one
+    page.evaluate("""() => chrome.storage.local.get('checks').then(({checks}) => chrome.storage.local.set({checks: [
+        {localId: 'stuck', url: 'https://example.org/v.mp4', kind: 'link', state: 'submitting',
+         created: Date.now() - 3600e3, updated: Date.now() - 3600e3},
+        {localId: 'bad', url: 'https://example.org/gone.mp4', kind: 'link', state: 'failed', error: 'gone',
+         created: Date.now() - 86400e3 * 3, updated: Date.now() - 86400e3 * 3},
+        ...checks]}))""")
+    page.reload()
+    page.wait_for_selector(".history .row.selected")
+    rows = page.query_selector_all(".history .row")
+    assert len(rows) >= 3
+    pills = {r.get_attribute("title"): (r.query_selector(".pill").get_attribute("class"),
+                                        r.query_selector(".pill").text_content(),
+                                        r.query_selector(".when").text_content()) for r in rows}
+    assert pills["https://example.org/v.mp4"][:2] == ("pill band-stuck", "no answer")  # not "…" forever
+    assert pills["https://example.org/gone.mp4"][:2] == ("pill band-failed", "failed")
+    assert all(w for _, _, w in pills.values())  # every row has its time or date
+    done = pills[media.url("/img/obama.jpg")]
+    assert done[0].split()[-1].startswith("band-") and ("%" in done[1] or done[1] in ("inconclusive", "no face"))
+    # the row clicked is the one shown, marked
+    rows[-1].click()
+    page.wait_for_selector(".history .row.selected")
+    assert page.query_selector_all(".history .row")[-1].get_attribute("class") == "row selected"
+    page.screenshot(path=str(ART / "extension_history.png"), full_page=True)
+    page.click("button.clear")
+    wait_until(page, "() => chrome.storage.local.get('checks').then(({checks}) => "
+               "checks.every(c => !['done', 'failed'].includes(c.state)))", timeout=10)
+    left = sw_of(ctx).evaluate("chrome.storage.local.get('checks').then(x => x.checks.map(c => c.localId))")
+    assert left == ["stuck"]  # an unfinished check stays
+    page.close()
