@@ -110,6 +110,11 @@ class TrainConfig(BaseModel):
     patience: int | None = None  # stop after this many validations without a better AUC
     augment: bool = True
     jpeg_quality: tuple[int, int] = (40, 95)
+    # Low-resolution faces: shrink by a factor drawn from downscale_range, then back up, with
+    # this probability (both classes), so that a small face in a group photo is not "fake"
+    # for being blurry. 0 leaves the pipeline as the 1.x / 2.0 members were trained.
+    downscale_p: float = 0.0
+    downscale_range: tuple[float, float] = (0.25, 0.7)
     device: str | None = None  # default: cuda when present
     threads: int | None = None  # CPU threads for torch
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
@@ -217,11 +222,16 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
 
 
 # --------------------------------------------------------------------------- augmentation
-def augmentations(size: int, jpeg_quality: tuple[int, int], seed: int = 0):
-    """The MeVer paper's augmentations, then JPEG re-compression."""
+def augmentations(size: int, jpeg_quality: tuple[int, int], seed: int = 0,
+                  downscale_p: float = 0.0, downscale_range: tuple[float, float] = (0.25, 0.7)):
+    """The MeVer paper's augmentations, optionally a low-resolution round trip, then JPEG
+    re-compression."""
     import albumentations as A
     import cv2
 
+    low_res = [A.Downscale(scale_range=downscale_range, p=downscale_p,
+                           interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR})
+               ] if downscale_p > 0 else []
     return A.Compose([
         A.HorizontalFlip(p=0.5),
         A.Rotate(limit=10, border_mode=cv2.BORDER_CONSTANT, p=0.3),
@@ -233,6 +243,7 @@ def augmentations(size: int, jpeg_quality: tuple[int, int], seed: int = 0):
                         hole_width_range=(0.05, 0.2), p=0.2),
         A.RandomSunFlare(flare_roi=(0, 0, 1, 0.5), src_radius=size // 4, p=0.03),
         A.RandomRain(drop_width=1, blur_value=3, p=0.03),
+        *low_res,
         A.ImageCompression(quality_range=jpeg_quality, p=0.7),
     ], seed=seed)
 
@@ -247,7 +258,8 @@ class BatchMaker:
         self.sbi_real = sbi_real  # extra real-only images for SBI (N, S, S, 3)
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
-        self.aug = augmentations(size, cfg.jpeg_quality, cfg.seed) if cfg.augment else None
+        self.aug = augmentations(size, cfg.jpeg_quality, cfg.seed, cfg.downscale_p,
+                                 cfg.downscale_range) if cfg.augment else None
         if len(self.real) == 0 and len(sbi_real) == 0:
             raise ValueError("no real training faces: SBI and the real half of each batch need some")
         sbi = cfg.sbi_share if len(self.fake) else 1.0
@@ -708,6 +720,9 @@ def load_config(path: Path, overrides: list[str]) -> TrainConfig:
         for d in raw.get(group, []):
             if not Path(d["labels"]).is_absolute():
                 d["labels"] = str((base / d["labels"]).resolve())
+    init = raw.get("init", "imagenet")
+    if init not in ("imagenet", "none") and not Path(init).is_absolute():
+        raw["init"] = str((base / init).resolve())  # a checkpoint beside the config, like the data
     return TrainConfig.model_validate(raw)
 
 
