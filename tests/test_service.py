@@ -1,6 +1,7 @@
 """The service end to end: real redis-server, Celery worker and API processes on 127.0.0.1,
 the real pipeline on devset media served from a loopback HTTP server."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -499,14 +500,30 @@ def test_event_streams_are_bounded_per_token(service, media):
     media.delays.pop("/streams/film.mp4")
 
 
+@contextlib.asynccontextmanager
+async def api_of_its_own(settings):
+    """The API app in this process on a loopback port, with its own settings."""
+    from aiohttp import web
+
+    from extension_api.app import create_app
+
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_metrics_token_and_failed_logins_per_address(service):
     """An API of its own on another Redis database (the failed-login limit is per address,
     and every test client is 127.0.0.1)."""
     import aiohttp
     import redis as syncredis
-    from aiohttp import web
 
-    from extension_api.app import MAX_AUTH_FAILURES_PER_MIN, create_app
+    from extension_api.app import MAX_AUTH_FAILURES_PER_MIN
     from extension_api.tokens import create
     from worker.settings import ServiceSettings
 
@@ -514,12 +531,7 @@ async def test_metrics_token_and_failed_logins_per_address(service):
     syncredis.Redis.from_url(url).flushdb()
     token = create(syncredis.Redis.from_url(url, decode_responses=True), "metrics-test")
     settings = ServiceSettings(redis_url=url, metrics_token="m-secret", data_dir=service.data_dir)
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with api_of_its_own(settings) as base:
         async with aiohttp.ClientSession() as http:
             async with http.get(base + "/metrics") as r:
                 assert r.status == 401
@@ -534,28 +546,19 @@ async def test_metrics_token_and_failed_logins_per_address(service):
             async with http.get(base + "/v1/token", headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == 429  # even a right token: the answer must not tell guesses apart
                 assert r.headers["Retry-After"] and r.content_type == "application/problem+json"
-    finally:
-        await runner.cleanup()
-        syncredis.Redis.from_url(url).flushdb()
+    syncredis.Redis.from_url(url).flushdb()
 
 
 async def test_a_redis_outage_is_a_503_with_retry_after(tmp_path):
     """No store, no 500: every request that needs Redis says to come back."""
     import aiohttp
-    from aiohttp import web
 
-    from extension_api.app import create_app
     from worker.settings import ServiceSettings
 
     from .conftest import _free_port
 
     settings = ServiceSettings(redis_url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=tmp_path)
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with api_of_its_own(settings) as base:
         async with aiohttp.ClientSession() as http:
             for method, path in (("POST", "/v1/checks"), ("GET", "/v1/checks/" + "0" * 32), ("GET", "/v1/token")):
                 async with http.request(method, base + path, json={"url": "https://example.org/a.mp4"},
@@ -564,5 +567,3 @@ async def test_a_redis_outage_is_a_503_with_retry_after(tmp_path):
                     assert r.headers["Retry-After"] == "5" and r.content_type == "application/problem+json"
             async with http.get(base + "/healthz") as r:
                 assert r.status == 503
-    finally:
-        await runner.cleanup()
