@@ -26,7 +26,7 @@ from .errors import (
     UnsupportedURL,
 )
 from .hashing import sha256_file
-from .netguard import check_url, guard_connections, guarded_session
+from .netguard import check_url, guard_connections
 from .settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def _platform_extractor(url: str) -> str | None:
 def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
     import requests
 
-    session = guarded_session(settings.allow_private_hosts)
+    session = requests.Session()  # fetch() guards every connection it makes (guard_connections)
+    session.trust_env = False  # no proxies from the environment: the guard must see the real peer
     session.headers["User-Agent"] = "deepfake-check/0.1"
     current = url  # vetted by fetch(); each redirect target is vetted below
     try:

@@ -6,11 +6,11 @@ refused, and so is every IPv6 form that reaches or embeds one of them (IPv4-mapp
 -compatible and -translated, 6to4, NAT64, Teredo, site-local). ``allow`` names hosts
 exempt from the rule, as ``host`` or ``host:port`` (tests serve on 127.0.0.1).
 
-Three layers: :func:`check_url` decides on a link before anything is sent;
-:func:`guarded_session` checks the peer of each connection ``requests`` makes (DNS
-rebinding); :func:`guard_connections` checks *every* socket the current thread connects,
-whoever opens it (yt-dlp's extractor, downloader, manifest and fragment requests), by a
-``socket.connect`` audit hook.
+Two layers: :func:`check_url` decides on a link before anything is sent;
+:func:`guard_connections` checks *every* socket the current thread connects, whoever
+opens it (requests, yt-dlp's extractor, downloader, manifest and fragment requests), on the
+address it is about to reach, by a ``socket.connect`` audit hook, so a name that resolves
+again to a private address (DNS rebinding) is caught too.
 """
 
 from __future__ import annotations
@@ -113,54 +113,6 @@ def check_url(url: str, allow: list[str] | tuple[str, ...] = ()) -> list[str]:
             "only public internet links can be checked."
         )
     return addrs
-
-
-def guarded_session(allow: list[str] | tuple[str, ...] = ()):
-    """A ``requests.Session`` whose every connection is checked *after* it is made.
-
-    ``check_url`` vets the addresses a name resolves to before the request; a name
-    that resolves again to a private address at connect time (DNS rebinding) is
-    caught here, on the socket's real peer address, before a byte is sent.
-    """
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    allowed = tuple(allow)
-
-    def vet(conn, sock):
-        peer = sock.getpeername()[0]
-        if not is_allowed(allowed, conn.host, conn.port, peer) and not is_public_ip(peer):
-            sock.close()
-            raise PrivateAddress(f"The link's host {conn.host!r} connected to a private address ({peer}); "
-                                 "only public internet links can be checked.")
-        return sock
-
-    class GuardedHTTP(HTTPConnection):
-        def _new_conn(self):
-            return vet(self, super()._new_conn())
-
-    class GuardedHTTPS(HTTPSConnection):
-        def _new_conn(self):
-            return vet(self, super()._new_conn())
-
-    class HTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTP
-
-    class HTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPS
-
-    class GuardedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
-
-    session = requests.Session()
-    session.trust_env = False  # no proxies from the environment: the guard must see the real peer
-    session.mount("http://", GuardedAdapter())
-    session.mount("https://", GuardedAdapter())
-    return session
 
 
 # --------------------------------------------------------------------------- every socket

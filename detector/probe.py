@@ -25,14 +25,19 @@ class MediaInfo:
         return self.frame_count / self.fps
 
 
+MIN_SIDE = 40  # px: the face stage's smallest face (DetectorSettings.face_min_size)
+MAX_IMAGE_PIXELS = 120_000_000  # phone panoramas
+MAX_VIDEO_PIXELS = 7680 * 4320  # 8K
+
+
 @dataclass(frozen=True)
 class Limits:
     """Sizes checked before decoding: a face needs ``min_side`` pixels; a header may claim
     any size, so more than ``max_*_pixels`` is refused before a pixel is decoded."""
 
-    min_side: int = 40
-    max_image_pixels: int = 120_000_000
-    max_video_pixels: int = 7680 * 4320
+    min_side: int = MIN_SIDE
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_video_pixels: int = MAX_VIDEO_PIXELS
 
     def check(self, kind: str, width: int, height: int) -> None:
         limit = self.max_image_pixels if kind == "image" else self.max_video_pixels

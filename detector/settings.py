@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from . import gate
+from . import gate, probe
 
 
 def _comma_list(value):
@@ -47,8 +47,8 @@ class DetectorSettings(BaseSettings):
     max_height: int = 720  # platform downloads: best format at or under this height
     # Decoded size limits, checked from the header before anything is decoded (a 100 KB PNG
     # can claim 30000 x 30000 pixels): 120 MP an image (phone panoramas), 8K a video frame.
-    max_image_pixels: int = 120_000_000
-    max_video_pixels: int = 7680 * 4320
+    max_image_pixels: int = probe.MAX_IMAGE_PIXELS
+    max_video_pixels: int = probe.MAX_VIDEO_PIXELS
     fetch_timeout_s: float = 30.0
     # Hosts (names or IPs) exempt from the private-address guard; for tests only.
     allow_private_hosts: CommaList = Field(default_factory=list)
@@ -63,7 +63,7 @@ class DetectorSettings(BaseSettings):
     # whose manifest entry names none (each trained member names its own: CropSpec).
     face_margin: float = 1.3
     face_min_prob: float = 0.90  # dark or small faces score 0.87-0.96; clusters filter stray hits
-    face_min_size: int = 40  # px, in the original frame
+    face_min_size: int = probe.MIN_SIDE  # px, in the original frame
     # dlib's 128-d descriptors, Euclidean distance. bench/calibrate_clustering.py measured
     # (500 LFW faces, 124,750 impostor pairs; 566 same-person pairs from 22 one-face clips):
     # 0.55 joins 0.064% of impostor pairs and 82.5% of same-person pairs directly

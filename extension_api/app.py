@@ -50,8 +50,8 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", ApiStore)
 CELERY = web.AppKey("celery", object)
 METRICS = web.AppKey("metrics", dict)
-ALLOW_HOSTS = web.AppKey("allow_hosts", list)
-TOKEN_NAME = "token_name"  # request key: the name of the token that authorised the request  # exempt from the private-address guard (tests)
+ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
+TOKEN_NAME = "token_name"  # request key: the name of the token that authorised the request
 
 REDIS_SOCKET_TIMEOUT_S = 15
 SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events
@@ -172,12 +172,15 @@ def base_url(request: web.Request) -> str:
     return request.app[SETTINGS].public_url.rstrip("/")
 
 
+def unknown_check() -> ApiProblem:
+    return ApiProblem(404, "unknown-check", "Unknown check", "No check has this id; it may have expired.")
+
+
 async def job_or_404(request: web.Request) -> dict[str, str]:
     jid = request.match_info["id"]
     rec = await request.app[STORE].get(jid) if JOB_ID.match(jid) else {}
     if not rec:
-        raise ApiProblem(404, "unknown-check", "Unknown check",
-                         "No check has this id; it may have expired.")
+        raise unknown_check()
     return rec
 
 
@@ -200,11 +203,9 @@ MAX_JSON_BYTES = 64 * 1024
 async def _json_body(request: web.Request):
     """The JSON body, at most 64 KB; anything that is not plain JSON is a 400, not a 500
     (deep nesting, 5,000-digit numbers, bad UTF-8)."""
-    if (request.content_length or 0) > MAX_JSON_BYTES:
-        raw = b"x" * (MAX_JSON_BYTES + 1)
-    else:
-        raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
+    announced = request.content_length or 0
+    raw = b"" if announced > MAX_JSON_BYTES else await request.content.read(MAX_JSON_BYTES + 1)
+    if announced > MAX_JSON_BYTES or len(raw) > MAX_JSON_BYTES:
         raise ApiProblem(413, "request-too-large", "The request is too large",
                          "JSON bodies are limited to 64 KB; send a medium as a multipart upload.")
     try:
@@ -334,7 +335,7 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
         await enqueue(request, job_id, str(path))
     except BaseException:
         await loop.run_in_executor(None, lambda: shutil.rmtree(s.work_dir(job_id), ignore_errors=True))
-        await store.r.delete(keys.job(job_id), keys.events(job_id), keys.readers(job_id))
+        await store.forget(job_id)
         raise
     return job_id, "new"
 
@@ -351,8 +352,7 @@ async def readable_job(request: web.Request) -> dict[str, str]:
     name = await authorise(request, "read")
     rec = await job_or_404(request)
     if not await request.app[STORE].can_read(rec, name):
-        raise ApiProblem(404, "unknown-check", "Unknown check",
-                         "No check has this id; it may have expired.")
+        raise unknown_check()
     return rec
 
 
