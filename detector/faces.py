@@ -3,7 +3,8 @@
 A detected box (x1, y1, x2, y2) becomes a square of side ``max(w, h) * margin``
 around the box centre (margin 1.3: 30% larger than the face), cropped from the
 original frame; the parts outside the frame are black. Frames larger than
-``max_side`` are downscaled for detection and the boxes mapped back.
+``max_side`` (640 px) are downscaled to find faces; the last MTCNN stage judges and
+places each box on the full-resolution frame (:mod:`detector.mtcnn`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from .mtcnn import detect_two_scale
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,11 @@ class FaceDetector:
     """MTCNN (facenet-pytorch, weights shipped in its wheel)."""
 
     def __init__(self, device: str = "cpu", min_prob: float = 0.95, min_size: int = 40,
-                 max_side: int = 1280, batch_size: int = 16):
+                 max_side: int = 640, batch_size: int = 16, full_res_refine: bool = True):
         self.device = device
+        # Downscaled frames: the last stage on the full-resolution frame (detector/mtcnn.py),
+        # else all three on the small one (facenet-pytorch's own detect, the 1.x pipeline).
+        self.full_res_refine = full_res_refine
         self.min_prob = min_prob
         self.min_size = min_size
         self.max_side = max_side
@@ -126,11 +132,16 @@ class FaceDetector:
             batch = frames[i:i + self.batch_size]
             h, w = batch[0].shape[:2]
             scale = min(1.0, self.max_side / max(h, w))
+            small = batch
             if scale < 1.0:
                 size = (int(round(w * scale)), int(round(h * scale)))
-                batch = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]
+                small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]
             with torch.inference_mode():
-                boxes, probs = self.mtcnn.detect(np.stack(batch))
+                if scale < 1.0 and self.full_res_refine:
+                    boxes, probs = detect_two_scale(self.mtcnn, small, batch, scale)
+                    scale = 1.0  # its boxes are in full-frame pixels already
+                else:
+                    boxes, probs = self.mtcnn.detect(np.stack(small))
             for fb, fp in zip(boxes, probs):
                 dets = []
                 if fb is not None:

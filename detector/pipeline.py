@@ -140,7 +140,8 @@ class Analyzer:
         self.settings = settings or DetectorSettings()
         self.device = resolve_device(device or self.settings.device)
         s = self.settings
-        self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side)
+        self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side,
+                                     full_res_refine=s.detect_full_res_refine)
         self.embedder = FaceEmbedder()
         self.ensemble = Ensemble(manifest or load_manifest(), WeightStore(s.resolved_weights_dir()),
                                  self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),

@@ -157,7 +157,8 @@ class FaceStage:
         self.settings = settings
         self.crop = crop
         self.detector = FaceDetector(device, settings.face_min_prob, settings.face_min_size,
-                                     settings.detect_max_side)
+                                     settings.detect_max_side,
+                                     full_res_refine=settings.detect_full_res_refine)
 
     def frames(self, path: Path, n: int) -> list[np.ndarray]:
         import cv2
