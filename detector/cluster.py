@@ -41,7 +41,11 @@ def min_cluster_size(sampled_frames: int, fraction: float) -> int:
 def cluster_faces(embeddings: np.ndarray, max_distance: float, sampled_frames: int,
                   fraction: float = 0.2) -> tuple[list[list[int]], int]:
     """Kept clusters (lists of face indices, largest first) and how many were dropped."""
-    labels = connected_components(embeddings, max_distance)
+    return clusters_from_labels(connected_components(embeddings, max_distance), sampled_frames, fraction)
+
+
+def clusters_from_labels(labels, sampled_frames: int, fraction: float = 0.2) -> tuple[list[list[int]], int]:
+    """Kept clusters (face indices, largest first) and how many were dropped."""
     groups: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
         groups.setdefault(int(lab), []).append(i)

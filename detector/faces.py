@@ -121,8 +121,9 @@ class FaceDetector:
                                select_largest=False, min_face_size=max(12, self.min_size // 2))
         return self
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        """Faces in each RGB frame (frames of one video share their size)."""
+    def detect(self, frames: list[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:
+        """Faces in each RGB frame (frames of one video share their size); ``max_side``
+        overrides the detector's own."""
         import cv2
         import torch
 
@@ -131,7 +132,7 @@ class FaceDetector:
         for i in range(0, len(frames), self.batch_size):
             batch = frames[i:i + self.batch_size]
             h, w = batch[0].shape[:2]
-            scale = min(1.0, self.max_side / max(h, w))
+            scale = min(1.0, (max_side or self.max_side) / max(h, w))
             small = batch
             if scale < 1.0:
                 size = (int(round(w * scale)), int(round(h * scale)))

@@ -16,12 +16,32 @@ import numpy as np
 from .shots import ShotSpan
 
 
+def grid_count(start: int, end: int, stride: int) -> int:
+    """How many multiples of ``stride`` lie in [start, end)."""
+    return max(0, (end - 1) // stride - (start - 1) // stride) if end > start else 0
+
+
+def grid_stride(start: int, end: int, budget: int) -> int:
+    """The finest power-of-two grid (aligned to frame 0) with at most 2 x budget frames in the shot."""
+    stride = 1
+    while grid_count(start, end, stride) > 2 * budget:
+        stride *= 2
+    return stride
+
+
 def sample_indices(shot: ShotSpan, budget: int) -> list[int]:
+    """``budget`` frames spread evenly over the shot (all of them if it is shorter).
+
+    They are taken from a power-of-two grid of frames aligned to frame 0 (between budget
+    and 2 x budget of its frames fall in the shot), so a single decoding pass can keep
+    just the grid's frames while the shot's end is still unknown (:mod:`detector.scan`)."""
     n = shot.end_frame - shot.start_frame
     if n <= budget:
         return list(range(shot.start_frame, shot.end_frame))
-    step = n / budget
-    return sorted({shot.start_frame + int(step * (i + 0.5)) for i in range(budget)})
+    stride = grid_stride(shot.start_frame, shot.end_frame, budget)
+    grid = list(range(-(-shot.start_frame // stride) * stride, shot.end_frame, stride))
+    step = len(grid) / budget
+    return [grid[int(step * (i + 0.5))] for i in range(budget)]
 
 
 # Two frames are the same when no pixel of their 32x32 grey thumbnails differs by more

@@ -23,7 +23,8 @@ import numpy as np
 from . import gate
 from . import report as R
 from .aggregate import cluster_score, max_or_none
-from .cluster import cluster_faces
+from .cluster import clusters_from_labels, connected_components
+from .embed import face_context
 from .ensemble import Ensemble
 from .errors import DeviceUnavailable
 from .faces import CropSpec, FaceDetector, crop_square
@@ -32,7 +33,9 @@ from .manifest import Manifest, load_manifest
 from .precision import resolve_precision
 from .probe import Limits, MediaInfo, probe
 from .settings import DetectorSettings
+from .scan import VideoScan
 from .shots import ShotSpan, split_shots
+from .tracks import group_tracks, link_tracks
 from .weights import WeightStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class ScoredFace:
     shot: int
     cluster: int
     logits: dict[str, float]  # member -> calibrated logit
+    frame_index: int = 0
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Analysis:
     face_scores: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     # Every scored face's place and calibrated member logits, for fitting the ensemble rule.
     scored_faces: list[ScoredFace] = field(default_factory=list)
+    # Frames the one-pass decoder read (each once); None for images and the two-pass path.
+    frames_decoded: int | None = None
 
 
 @dataclass
@@ -83,7 +90,9 @@ class _Face:
     frame_index: int
     box: tuple[float, float, float, float]
     prob: float
-    embedding: np.ndarray
+    position: int  # among its shot's sampled frames
+    embedding: np.ndarray | None  # computed at detection ("all"), else only if clustering needs it
+    context: tuple | None  # (crop, box in it) to embed it later without its frame
     crop: np.ndarray  # at the pipeline's margin, for thumbnails
     member_crops: dict  # CropSpec -> the crop the members with that spec score
     score: float | None = None
@@ -168,21 +177,15 @@ class Analyzer:
         with timer("probe"):
             info = probe(fetched.path, s.max_duration_s,
                          Limits(s.face_min_size, s.max_image_pixels, s.max_video_pixels))
-        if info.kind == "video":
-            progress(ProgressEvent("segmenting", "Splitting the video into shots"))
-            with timer("shots"):
-                spans = split_shots(fetched.path, info.fps, info.frame_count, s.min_shot_s,
-                                    s.shot_threshold).shots
-            progress(ProgressEvent("segmenting", f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
-        else:
-            spans = [ShotSpan(0, 1)]
-
-        faces, sampled, thumbs = self._detect(fetched.path, info, spans, progress, timer)
+        faces, sampled, thumbs, spans = self._detect(fetched.path, info, progress, timer)
 
         progress(ProgressEvent("clustering", "Grouping faces by person",
                                counts={"shots": len(spans), "faces": len(faces)}))
+        embedding_s = timer.t.setdefault("embeddings", 0.0)
         with timer("clusters"):
-            clusters, dropped = self._cluster(faces, spans, sampled)
+            clusters, dropped = self._cluster(faces, spans, sampled, timer)
+        # the embeddings it needed are their own stage
+        timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
         kept = [i for cl in clusters.values() for c in cl for i in c]
         progress(ProgressEvent("scoring", f"Scoring {len(kept)} face(s)", 0, len(kept),
                                counts={"faces": len(kept)}))
@@ -214,66 +217,99 @@ class Analyzer:
                 max_or_none(cluster_score(faces[i].member_scores[name] for i in c) for c in clusters[k])
                 for k in clusters)
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
-        places = [ScoredFace(k, c, faces[i].member_logits) for k in clusters
+        places = [ScoredFace(k, c, faces[i].member_logits, faces[i].frame_index, faces[i].box) for k in clusters
                   for c, cl in enumerate(clusters[k]) for i in cl]
-        return Analysis(report, png, members, scored, places)
+        return Analysis(report, png, members, scored, places, self.frames_decoded)
 
-    def _detect(self, path: Path, info: MediaInfo, spans: list[ShotSpan], progress: ProgressFn,
-                timer: _Timer):
-        """Decode the sampled frames, detect, embed and crop their faces, batch by batch."""
+    def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
+        """The shots' sampled frames as ``(shot, index, RGB)``, and functions giving the
+        shots and the frames decoded (complete once the frames are exhausted; None where
+        the two-pass path does not count)."""
         from .frames import iter_unique
 
         s = self.settings
         budget = s.frames_per_shot(self.device)
-        faces: list[_Face] = []
-        sampled = [0] * len(spans)
-        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
-        total = sum(min(budget, sp.end_frame - sp.start_frame) for sp in spans)
-        specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
-        thumb_side = max(specs.values())
-        progress(ProgressEvent("detecting_faces", "Looking for faces", 0, total))
-
-        def flush(batch):
-            with timer("faces"):
-                dets = self.detector.detect([rgb for _, _, rgb in batch])
-            with timer("embeddings"):
-                for (shot, idx, rgb), fd in zip(batch, dets):
-                    sampled[shot] += 1
-                    if fd:
-                        thumbs[idx] = _small(rgb, KEYFRAME_MAX_SIDE)
-                    elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
-                        thumbs[-1 - shot] = _small(rgb, KEYFRAME_MAX_SIDE)
-                    embs = self.embedder.embed(rgb, [d.box for d in fd])
-                    for d, e in zip(fd, embs):
-                        shown = _small(crop_square(rgb, d.box, s.face_margin), thumb_side)
-                        cut = {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()}
-                        faces.append(_Face(shot, idx, d.box, d.prob, e, shown, cut))
-            progress(ProgressEvent("detecting_faces", f"{len(faces)} face(s) so far", sum(sampled), total,
-                                   counts={"faces": len(faces)}))
-
         if info.kind == "image":
             from PIL import Image
 
             with timer("decode"):
                 rgb = np.asarray(Image.open(path).convert("RGB"))
-            flush([(0, 0, rgb)])
-        else:
-            batch = []
-            it = iter_unique(path, spans, budget)
-            while True:
-                with timer("decode"):
-                    item = next(it, None)
-                if item is None:
-                    break
-                batch.append(item)
-                if len(batch) == FRAME_BATCH:
-                    flush(batch)
-                    batch = []
-            if batch:
-                flush(batch)
-        return faces, sampled, thumbs
+            return iter([(0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: None
+        if s.decode == "one-pass":
+            progress(ProgressEvent("segmenting", "Reading the video: shots and faces in one pass"))
+            scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold)
+            return iter(scan), lambda: scan.spans, lambda: scan.frames_decoded
+        progress(ProgressEvent("segmenting", "Splitting the video into shots"))
+        with timer("shots"):
+            spans = split_shots(path, info.fps, info.frame_count, s.min_shot_s, s.shot_threshold).shots
+        progress(ProgressEvent("segmenting", f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
+        return iter_unique(path, spans, budget), lambda: spans, lambda: None
 
-    def _cluster(self, faces: list[_Face], spans: list[ShotSpan], sampled: list[int]):
+    def _detect(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
+        """Decode the sampled frames, detect and crop their faces, batch by batch."""
+        s = self.settings
+        budget = s.frames_per_shot(self.device)
+        faces: list[_Face] = []
+        sampled: list[int] = []
+        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
+        specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
+        thumb_side = max(specs.values())
+        frames, shots, decoded = self._frames(path, info, progress, timer)
+
+        def expected() -> int:  # frames to look at: the settled shots', and a guess for the rest
+            known = shots()
+            end = known[-1].end_frame if known else 0
+            return sum(min(budget, sp.end_frame - sp.start_frame) for sp in known) + \
+                (min(budget, info.frame_count - end) if info.kind == "video" and info.frame_count > end else 0)
+
+        progress(ProgressEvent("detecting_faces", "Looking for faces", 0, expected()))
+
+        def flush(batch):
+            with timer("faces"):
+                dets = self.detector.detect([rgb for _, _, rgb in batch],
+                                            s.detect_max_side_image if info.kind == "image" else None)
+            every = s.cluster_embeddings == "all"
+            with timer("embeddings"):  # here only in the 1.x clustering: every face, now
+                embs = [self.embedder.embed(rgb, [d.box for d in fd]) if every else [None] * len(fd)
+                        for (_, _, rgb), fd in zip(batch, dets)]
+            with timer("crops"):
+                for (shot, idx, rgb), fd, fe in zip(batch, dets, embs):
+                    sampled.extend([0] * (shot + 1 - len(sampled)))
+                    sampled[shot] += 1
+                    if fd:
+                        thumbs[idx] = _small(rgb, KEYFRAME_MAX_SIDE)
+                    elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
+                        thumbs[-1 - shot] = _small(rgb, KEYFRAME_MAX_SIDE)
+                    for d, e in zip(fd, fe):
+                        shown = _small(crop_square(rgb, d.box, s.face_margin), thumb_side)
+                        cut = {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()}
+                        faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e,
+                                           None if every else face_context(rgb, d.box), shown, cut))
+            done = sum(sampled)
+            progress(ProgressEvent("detecting_faces", f"{len(faces)} face(s) so far", done,
+                                   max(done, expected()), counts={"faces": len(faces), "shots": len(shots())}))
+
+        batch = []
+        while True:
+            with timer("decode"):
+                item = next(frames, None)
+            if item is None:
+                break
+            batch.append(item)
+            if len(batch) == FRAME_BATCH:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        spans = shots()
+        sampled.extend([0] * (len(spans) - len(sampled)))
+        self.frames_decoded = decoded()
+        return faces, sampled, thumbs, spans
+
+    def _cluster(self, faces: list[_Face], spans: list[ShotSpan], sampled: list[int], timer: _Timer):
+        """Each shot's kept clusters (face indices) and how many it dropped. ``all``: every
+        face's embedding in one graph (1.x); ``ambiguous``: IoU tracks, embeddings only
+        between tracks that could be one person (:mod:`detector.tracks`)."""
         s = self.settings
         clusters: dict[int, list[list[int]]] = {}
         dropped: dict[int, int] = {}
@@ -282,11 +318,20 @@ class Analyzer:
             if not idx:
                 clusters[shot], dropped[shot] = [], 0
                 continue
-            emb = np.stack([faces[i].embedding for i in idx])
-            groups, n_dropped = cluster_faces(emb, s.cluster_max_distance, sampled[shot],
-                                              s.min_cluster_fraction)
+            if s.cluster_embeddings == "all":
+                labels = connected_components(np.stack([faces[i].embedding for i in idx]),
+                                              s.cluster_max_distance)
+            else:
+                def embed(local: list[int]) -> np.ndarray:
+                    with timer("embeddings"):
+                        ctx = [faces[idx[j]].context for j in local]
+                        return self.embedder.embed_crops([c for c, _ in ctx], [b for _, b in ctx])
+
+                pos = [faces[i].position for i in idx]
+                track = link_tracks(pos, [faces[i].box for i in idx])
+                labels, _ = group_tracks(pos, track, embed, s.cluster_max_distance)
+            groups, dropped[shot] = clusters_from_labels(labels, sampled[shot], s.min_cluster_fraction)
             clusters[shot] = [[idx[j] for j in g] for g in groups]
-            dropped[shot] = n_dropped
         return clusters, dropped
 
     def _report(self, fetched, info, spans, faces, clusters, dropped, sampled, thumbs,

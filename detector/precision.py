@@ -17,9 +17,23 @@ from typing import Literal
 Precision = Literal["auto", "fp32", "bf16"]
 
 
+# oneDNN ISA levels (ONEDNN_MAX_CPU_ISA) that lack native bf16 convolutions.
+_ONEDNN_NO_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16() -> bool:
+    """Whether bf16 runs natively here: the CPU has AVX-512 BF16 or AMX, and neither torch's
+    kernels (``ATEN_CPU_CAPABILITY``) nor oneDNN's (``ONEDNN_MAX_CPU_ISA``) were capped below it."""
+    import os
+
     import torch
 
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return False
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if isa in _ONEDNN_NO_BF16:
+        return False
     cpu = torch.cpu
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         fn = getattr(cpu, probe, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,9 @@ class DetectorSettings(BaseSettings):
     # Video analysis
     min_shot_s: float = 1.5
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector score for a cut
+    # "one-pass": one decode finds the cuts and keeps the frames the sampler takes
+    # (detector/scan.py); "two-pass": PySceneDetect's pass, then the sampler's (1.x).
+    decode: Literal["one-pass", "two-pass"] = "one-pass"
     frames_per_shot_gpu: int = 64
     frames_per_shot_cpu: int = 16
     # Frames are downscaled to this max side to find faces (MTCNN stages 1-2); the last stage
@@ -63,6 +66,9 @@ class DetectorSettings(BaseSettings):
     # frames of each devset video and the crowd clip: 173 of the 175 faces the 1.x setting
     # (1280 px, all stages small) found, and 6 it missed, in 39% of its time (5.2 s against 13.4 s).
     detect_max_side: int = 640
+    # A photo is one frame, and every face in it is scored (no shot-level cluster filter to drop
+    # a stray hit): it is searched at the 1.x size, where background blur found no "face".
+    detect_max_side_image: int = 1280
     detect_full_res_refine: bool = True
     # Square box side = max(w, h) * margin: the thumbnails' crop, and the crop of members
     # whose manifest entry names none (each trained member names its own: CropSpec).
@@ -74,6 +80,10 @@ class DetectorSettings(BaseSettings):
     # 0.55 joins 0.064% of impostor pairs and 82.5% of same-person pairs directly
     # (0.60: 0.47% / 91.5%); connected components join the rest through nearby frames.
     cluster_max_distance: float = 0.55
+    # "ambiguous": faces whose boxes overlap from frame to frame are one person (IoU tracks);
+    # faces are embedded only to decide whether two tracks that never meet are one person.
+    # "all": every face embedded and clustered (the 1.x pipeline).
+    cluster_embeddings: Literal["ambiguous", "all"] = "ambiguous"
     min_cluster_fraction: float = 0.2
 
     # Reliability gate (detector/gate.py explains each threshold)
@@ -84,9 +94,12 @@ class DetectorSettings(BaseSettings):
 
     # Scoring
     batch_size: int = 32
-    # Scoring precision: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16/AMX or the GPU
-    # has bf16). fp32 by default: under bf16 autocast the MesoNet members scored slower here.
-    precision: str = "fp32"
+    # Scoring precision: fp32, bf16, or auto (bf16 autocast where the CPU has AVX-512 BF16/AMX
+    # or the GPU has bf16, else fp32). Measured here (2-core EPYC, AVX-512 BF16; 64 crops,
+    # img/s fp32 -> bf16): meso4 217 -> 286, mesoinception4 90 -> 150, meve-lite0 52 -> 101,
+    # lite0-detr-sine 60 -> 96, lite0-multihead 53 -> 85, mobilenetv2 67 -> 99; bench/speed.py
+    # --precision-check gives how far it moves the scores.
+    precision: str = "auto"
     members: OptionalCommaList = None  # restrict the ensemble to these manifest names (DEEPFAKE_MEMBERS=a,b)
     device: str | None = None  # "cpu", "cuda", "cuda:1"; default: cuda when present
 

@@ -55,10 +55,9 @@ def test_each_member_gets_its_own_crop_of_one_detection(two_margin_analyzer, tmp
     Image.fromarray(rgb).save(path)
     from detector.fetch import fetch
     from detector.probe import probe
-    from detector.shots import ShotSpan
 
     info = probe(path, 60)
-    faces, _, _ = an._detect(path, info, [ShotSpan(0, 1)], lambda e: None, _Timer())
+    faces, _, _, _ = an._detect(path, info, lambda e: None, _Timer())
     assert len(faces) == 1
     f = faces[0]
     specs = {m.member.name: m.crop for m in an.ensemble.members}

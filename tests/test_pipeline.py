@@ -53,7 +53,7 @@ def test_multishot_video_of_three_people(analyzer, tmp_path):
     for st in ("fetching", "probing", "segmenting", "detecting_faces", "clustering", "scoring", "rendering", "done"):
         assert st in stages
     assert stages.index("segmenting") < stages.index("detecting_faces") < stages.index("scoring")
-    assert {"probe", "shots", "faces", "embeddings", "scoring", "gallery"} <= set(r.timings_s)
+    assert {"probe", "decode", "faces", "crops", "embeddings", "scoring", "gallery"} <= set(r.timings_s)
     assert a.gallery_png[:8] == PNG_MAGIC
     assert Report.from_json(r.to_json()) == r
     assert_inconclusive_shows_no_number(r, path)

@@ -1,0 +1,164 @@
+"""The fast path (one decode, faces found small and judged full, embeddings only where they
+decide something, bf16 where native) against the 1.x reference path it replaces."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.demo import make_multishot_video
+from detector.faces import FaceDetector
+from detector.frames import iter_unique, sample_indices
+from detector.pipeline import Analyzer, run
+from detector.probe import probe
+from detector.scan import VideoScan
+from detector.settings import DetectorSettings
+from detector.shots import ShotSpan, split_shots
+from detector.tracks import group_tracks, iou, link_tracks
+
+from .conftest import ROOT, shared
+
+REFERENCE = dict(decode="two-pass", detect_max_side=1280, detect_full_res_refine=False,
+                 cluster_embeddings="all", precision="fp32")
+
+
+def photo(name):
+    return np.asarray(Image.open(shared("media", "unlabeled", name)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def three_shots_720p(tmp_path_factory):
+    """Three people, 2 s each, at 1280 x 720 (so the fast path finds faces on downscaled frames)."""
+    return make_multishot_video([photo("obama.jpg"), photo("biden.jpg"), photo("kate_siegel.jpg")],
+                                tmp_path_factory.mktemp("fast") / "three.mp4", seconds_per_shot=2.0,
+                                fps=25, size=(1280, 720))
+
+
+def test_one_decode_finds_the_same_shots_and_frames_as_two(three_shots_720p):
+    for path in (three_shots_720p, shared("media", "unlabeled", "short_hamilton_clip.mp4")):
+        info = probe(path)
+        ref = split_shots(path, info.fps, info.frame_count)
+        want = [(s, i) for s, i, _ in iter_unique(path, ref.shots, 16)]
+        scan = VideoScan(path, info.fps, 16)
+        got = [(s, i) for s, i, _ in scan]
+        assert scan.frames_decoded == info.frame_count  # every frame read once, none again
+        assert scan.spans == ref.shots and scan.cuts == ref.cuts
+        assert scan.strengths == pytest.approx(ref.strengths, abs=1e-6)
+        assert got == want
+
+
+def test_a_run_of_short_cuts_is_merged_as_the_two_pass_split_merges_it(tmp_path):
+    # Cuts every 0.6 s (15 frames) for 3 s, then a 3 s shot: the short shots must merge.
+    imgs = [photo(n) for n in ("obama.jpg", "biden.jpg", "kate_siegel.jpg", "obama2.jpg", "biden.jpg")]
+    path = make_multishot_video(imgs, tmp_path / "short.mp4", seconds_per_shot=0.6, fps=25)
+    longer = make_multishot_video([photo("obama3.jpg")], tmp_path / "long.mp4", seconds_per_shot=3.0, fps=25)
+    import cv2
+
+    both = tmp_path / "both.mp4"
+    w = cv2.VideoWriter(str(both), cv2.VideoWriter_fourcc(*"mp4v"), 25, (480, 360))
+    for p in (path, longer):
+        cap = cv2.VideoCapture(str(p))
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            w.write(f)
+        cap.release()
+    w.release()
+    info = probe(both)
+    ref = split_shots(both, info.fps, info.frame_count)
+    scan = VideoScan(both, info.fps, 8)
+    got = [(s, i) for s, i, _ in scan]
+    assert len(ref.cuts) >= 4 and all(s.end_frame - s.start_frame >= 38 for s in scan.spans)
+    assert scan.spans == ref.shots and got == [(s, i) for s, i, _ in iter_unique(both, ref.shots, 8)]
+
+
+def test_sampled_frames_lie_on_a_grid_a_stream_can_keep():
+    for start, end, budget in ((0, 300, 16), (37, 290, 16), (5, 12, 16), (100, 1000, 64), (3, 50, 8)):
+        idx = sample_indices(ShotSpan(start, end), budget)
+        assert len(idx) == min(budget, end - start) == len(set(idx))
+        assert all(start <= i < end for i in idx) and idx == sorted(idx)
+        gaps = np.diff(idx)
+        if end - start > 2 * budget:  # spread over the shot, not bunched
+            assert gaps.max() <= 3 * (end - start) / budget and idx[-1] - idx[0] >= 0.7 * (end - start)
+
+
+def test_faces_found_on_a_small_frame_are_boxed_on_the_full_one():
+    img = photo("multiface.jpg")
+    big = np.asarray(Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3)))
+    full = FaceDetector("cpu", min_prob=0.9, max_side=10_000).load().detect([big])[0]
+    for refine in (True, False):
+        small = FaceDetector("cpu", min_prob=0.9, max_side=max(big.shape[:2]) // 3,
+                             full_res_refine=refine).load().detect([big])[0]
+        assert len(small) >= 4
+        for d in small:  # every box in full-resolution pixels, where the full-size detection put it
+            best = max(full, key=lambda f: iou(f.box, d.box))
+            assert iou(best.box, d.box) > 0.6, (refine, d.box, best.box)
+            assert all(0 <= v <= max(big.shape[:2]) for v in d.box)
+
+
+def test_overlapping_boxes_are_one_track_and_need_no_embedding():
+    # One face drifting right over sampled frames 0-5 (missed in frame 3), a second face beside
+    # it in frame 0, and a face elsewhere in frames 6-7, after the first has gone.
+    frames = [0, 1, 2, 4, 5, 0, 6, 7]
+    boxes = [(100 + 10 * k, 100, 200 + 10 * k, 200) for k in (0, 1, 2, 4, 5)] + \
+        [(400, 100, 500, 200), (400, 300, 500, 400), (405, 300, 505, 400)]
+    track = link_tracks(frames, boxes)
+    assert track[0] == track[1] == track[2] == track[3] == track[4]  # gap of one frame bridged
+    assert track[5] != track[0] and track[6] == track[7] != track[5]
+    calls = []
+
+    def embed(faces):
+        calls.append(list(faces))
+        vec = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 5.0, 6: 0.1, 7: 0.1}
+        return np.array([[vec[i], 0.0] for i in faces])
+
+    labels, embedded = group_tracks(frames, track, embed, max_distance=0.5)
+    # Track {5} shares frame 0 with the first: two people, never compared. {6, 7} meets
+    # neither, so it is compared with both (one batch), and lies within 0.5 of the first.
+    assert len(calls) == 1 and embedded == len(calls[0]) and set(calls[0]) >= {5, 6, 7}
+    assert labels[6] == labels[0] and labels[5] != labels[0]
+    single, n = group_tracks([0, 1, 2], [0, 0, 0], embed, 0.5)
+    assert n == 0 and single == [0, 0, 0] and len(calls) == 1  # one track: no embedder at all
+    crowd, n = group_tracks([0, 0, 0], [0, 1, 2], embed, 0.5)
+    assert n == 0 and len(set(crowd)) == 3  # three faces of one frame are three people
+
+
+def test_fast_and_reference_paths_agree(mesonet_store, three_shots_720p):
+    common = dict(weights_dir=mesonet_store.root, frames_per_shot_cpu=8)
+    ref = run(str(three_shots_720p), Analyzer(DetectorSettings(**common, **REFERENCE), device="cpu").load(),
+              gallery=False)
+    fast_an = Analyzer(DetectorSettings(**common), device="cpu").load()
+    fast = run(str(three_shots_720p), fast_an, gallery=False)
+    assert fast.frames_decoded == probe(three_shots_720p).frame_count and ref.frames_decoded is None
+    assert fast.report.timings_s["embeddings"] == 0.0 < ref.report.timings_s["embeddings"]
+    assert len(fast.report.shots) == len(ref.report.shots) == 3
+    for a, b in zip(fast.report.shots, ref.report.shots):
+        assert a.score == pytest.approx(b.score, abs=0.02)
+        assert [c.face_count for c in a.clusters] == [c.face_count for c in b.clusters]
+    assert fast.report.score == pytest.approx(ref.report.score, abs=0.02)
+    for f in ref.scored_faces:  # every face scored before is scored now
+        assert any(g.frame_index == f.frame_index and iou(g.box, f.box) > 0.5 for g in fast.scored_faces)
+
+
+def test_bf16_only_where_the_cpu_has_it(mesonet_store, three_shots_720p):
+    code = ("import sys; from detector.pipeline import Analyzer, run; from detector.settings import "
+            "DetectorSettings; a = Analyzer(DetectorSettings(weights_dir=sys.argv[1], frames_per_shot_cpu=4),"
+            " device='cpu').load(); r = run(sys.argv[2], a, gallery=False).report; "
+            "print(a.ensemble.precision, r.score)")
+    outs = {}
+    for name, env in (("native", {}), ("capped", {"ATEN_CPU_CAPABILITY": "avx2"}),
+                      ("onednn-capped", {"ONEDNN_MAX_CPU_ISA": "AVX2"})):
+        p = subprocess.run([sys.executable, "-c", code, str(mesonet_store.root), str(three_shots_720p)],
+                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        precision, score = p.stdout.split()
+        outs[name] = (precision, float(score))
+    from detector.precision import cpu_has_bf16
+
+    assert outs["native"][0] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert outs["capped"][0] == outs["onednn-capped"][0] == "fp32"  # the fallback, and it scores
+    assert outs["native"][1] == pytest.approx(outs["capped"][1], abs=0.01)
