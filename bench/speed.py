@@ -66,31 +66,37 @@ def measure(config: str, members, device: str, files: list[Path]) -> dict:
                          scored_boxes=[(f.frame_index, f.box) for f in a.scored_faces]))
     return dict(rows=rows, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 members=[m.member.name for m in analyzer.ensemble.members],
-                precision=analyzer.ensemble.precision, device=analyzer.device)
+                precision=", ".join(sorted({analyzer.ensemble.member_precision(m) for m in analyzer.ensemble.members})),
+                device=analyzer.device)
 
 
 def precision_check(members, device: str, files: list[Path]) -> None:
+    """fp32 against the default ("auto": bf16 for the members measured to allow it) and
+    against bf16 for every member (what decides each member's ``bf16_inference``)."""
     import numpy as np
 
     from detector.pipeline import Analyzer, run
 
-    runs = {p: Analyzer(_settings("after", members, device, precision=p)).load() for p in ("fp32", "bf16")}
-    worst, worst_member, n = 0.0, {}, 0
-    for f in files:
-        fp32, bf16 = (run(str(f), runs[p], gallery=False).face_scores for p in ("fp32", "bf16"))
-        if len(fp32) != len(bf16):
-            print(f"  {f.name}: {len(fp32)} faces in fp32, {len(bf16)} in bf16 (detection differed)")
-            continue
-        n += len(fp32)
-        for (s32, m32), (s16, m16) in zip(fp32, bf16):
-            worst = max(worst, abs(s32 - s16))
-            for k in m32:
-                worst_member[k] = max(worst_member.get(k, 0.0), abs(m32[k] - m16[k]))
-        d = [abs(a[0] - b[0]) for a, b in zip(fp32, bf16)]
-        print(f"  {f.name:<28} {len(d):>4} faces, ensemble |bf16 - fp32| max {max(d, default=0):.4f} "
-              f"mean {float(np.mean(d)) if d else 0:.4f}")
-    print(f"bf16 vs fp32 on {n} faces: ensemble probability moved at most {worst:.4f}; per member: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst_member.items())))
+    runs = {p: Analyzer(_settings("after", members, device, precision=p)).load() for p in ("fp32", "auto", "bf16")}
+    shown = runs["auto"].ensemble
+    print("auto precision: " + ", ".join(f"{m.member.name} {shown.member_precision(m)}" for m in shown.members))
+    for other in ("auto", "bf16"):
+        worst, worst_member, n = 0.0, {}, 0
+        for f in files:
+            fp32, low = (run(str(f), runs[p], gallery=False).face_scores for p in ("fp32", other))
+            if len(fp32) != len(low):
+                print(f"  {f.name}: {len(fp32)} faces in fp32, {len(low)} in {other} (detection differed)")
+                continue
+            n += len(fp32)
+            for (s32, m32), (s16, m16) in zip(fp32, low):
+                worst = max(worst, abs(s32 - s16))
+                for k in m32:
+                    worst_member[k] = max(worst_member.get(k, 0.0), abs(m32[k] - m16[k]))
+            d = [abs(a[0] - b[0]) for a, b in zip(fp32, low)]
+            print(f"  {other:>4} {f.name:<28} {len(d):>4} faces, ensemble |{other} - fp32| max "
+                  f"{max(d, default=0):.4f} mean {float(np.mean(d)) if d else 0:.4f}")
+        print(f"{other} vs fp32 on {n} faces: ensemble probability moved at most {worst:.4f}; per member: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst_member.items())))
 
 
 def _iou(a, b) -> float:
@@ -140,17 +146,23 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--configs", default="before,after")
     p.add_argument("--precision-check", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for 'after' (e.g. detect_min_face_px=16), to measure one change")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one setting, print JSON
     a = p.parse_args()
     files = a.files or [*sorted((SHARED / "devset" / "videos").glob("*.mp4")),
                         SHARED / "unlabeled" / "crowd_single_shot.mp4"]
+    for kv in a.set:
+        key, _, value = kv.partition("=")
+        CONFIGS["after"][key] = value
     if a.one:
         print(json.dumps(measure(a.one, _members(a.members), a.device, files)))
         return
     results = {}
+    sets = [x for kv in a.set for x in ("--set", kv)]
     for config in a.configs.split(","):
         out = subprocess.run([sys.executable, __file__, "--one", config, "--members", a.members,
-                              "--device", a.device, *map(str, files)], capture_output=True, text=True,
+                              "--device", a.device, *sets, *map(str, files)], capture_output=True, text=True,
                              cwd=ROOT)
         if out.returncode:
             sys.exit(f"{config} failed:\n{out.stderr[-3000:]}")

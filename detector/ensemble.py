@@ -91,14 +91,15 @@ class Skipped:
 class Ensemble:
     def __init__(self, manifest: Manifest, store: WeightStore, device: str = "cpu",
                  names: list[str] | None = None, batch_size: int = 32,
-                 default_crop: CropSpec | None = None, precision: str = "fp32"):
+                 default_crop: CropSpec | None = None, precision: str = "fp32", all_bf16: bool = False):
         self.manifest = manifest
         self.store = store
         self.device = device
         self.names = names
         self.batch_size = batch_size
         self.default_crop = default_crop or CropSpec()
-        self.precision = precision
+        self.precision = precision  # fp32, or bf16 for the members measured to allow it
+        self.all_bf16 = all_bf16  # bf16 asked for explicitly: every member under it
         self.members: list[MemberModel] = []
         self.skipped: list[Skipped] = []
         self.rule: EnsembleRule | None = None  # the stacking rule in use, None: the mean
@@ -145,6 +146,13 @@ class Ensemble:
             return "logistic stacking of the calibrated member logits (fitted on the calibration split)"
         return "mean of the calibrated member probabilities"
 
+    def member_precision(self, m: MemberModel) -> str:
+        """bf16 only where the hardware has it and the member was measured to allow it (or
+        bf16 was asked for outright)."""
+        if self.precision == "bf16" and (self.all_bf16 or m.member.bf16_inference):
+            return "bf16"
+        return "fp32"
+
     def crop_specs(self) -> dict[CropSpec, int]:
         """Every crop spec the members need, with the largest input size that uses it."""
         out: dict[CropSpec, int] = {}
@@ -181,7 +189,7 @@ class Ensemble:
                                                        m.input_size) for c in crops])
             arr = resized[key]
             out = []
-            with torch.inference_mode(), autocast(self.device, self.precision):
+            with torch.inference_mode(), autocast(self.device, self.member_precision(m)):
                 for i in range(0, len(arr), self.batch_size):
                     x = torch.from_numpy(arr[i:i + self.batch_size]).to(self.device)
                     x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)

@@ -102,8 +102,11 @@ class FaceDetector:
     """MTCNN (facenet-pytorch, weights shipped in its wheel)."""
 
     def __init__(self, device: str = "cpu", min_prob: float = 0.95, min_size: int = 40,
-                 max_side: int = 640, batch_size: int = 16, full_res_refine: bool = True):
+                 max_side: int = 640, batch_size: int = 16, full_res_refine: bool = True,
+                 min_face_px: int | None = None):
         self.device = device
+        # MTCNN's smallest face, in the pixels it searches (default: half the kept minimum)
+        self.min_face_px = min_face_px or max(12, min_size // 2)
         # Downscaled frames: the last stage on the full-resolution frame (detector/mtcnn.py),
         # else all three on the small one (facenet-pytorch's own detect, the 1.x pipeline).
         self.full_res_refine = full_res_refine
@@ -118,7 +121,7 @@ class FaceDetector:
             from facenet_pytorch import MTCNN
 
             self.mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False,
-                               select_largest=False, min_face_size=max(12, self.min_size // 2))
+                               select_largest=False, min_face_size=self.min_face_px)
         return self
 
     def detect(self, frames: list[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:

@@ -50,6 +50,9 @@ class Member(BaseModel):
     # Platt scaling of the fake logit, fitted on a validation split (detector.calibration).
     calibration: dict | None = None
     training_record: str | None = None  # file beside the weights: how they were made
+    # Whether "auto" precision may score it under bfloat16 autocast: measured to keep its
+    # probabilities within 0.01 of fp32 on the devset faces (bench/speed.py --precision-check).
+    bf16_inference: bool = False
     default: bool = True  # part of the default ensemble (reported as skipped when it has no weights)
     optional: bool = False  # not default, but used once its weights are installed (public checkpoints)
 

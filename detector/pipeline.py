@@ -33,7 +33,7 @@ from .manifest import Manifest, load_manifest
 from .precision import resolve_precision
 from .probe import Limits, MediaInfo, probe
 from .settings import DetectorSettings
-from .scan import VideoScan
+from .scan import Prefetch, VideoScan
 from .shots import ShotSpan, split_shots
 from .tracks import group_tracks, link_tracks
 from .weights import WeightStore
@@ -150,11 +150,12 @@ class Analyzer:
         self.device = resolve_device(device or self.settings.device)
         s = self.settings
         self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side,
-                                     full_res_refine=s.detect_full_res_refine)
+                                     full_res_refine=s.detect_full_res_refine,
+                                     min_face_px=s.detect_min_face_px)
         self.embedder = FaceEmbedder()
         self.ensemble = Ensemble(manifest or load_manifest(), WeightStore(s.resolved_weights_dir()),
                                  self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),
-                                 resolve_precision(self.device, s.precision))
+                                 resolve_precision(self.device, s.precision), all_bf16=s.precision == "bf16")
 
     def load(self) -> "Analyzer":
         """Load every model once; raises NoTrainedWeights before any work is done."""
@@ -222,9 +223,11 @@ class Analyzer:
         return Analysis(report, png, members, scored, places, self.frames_decoded)
 
     def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
-        """The shots' sampled frames as ``(shot, index, RGB)``, and functions giving the
-        shots and the frames decoded (complete once the frames are exhausted; None where
-        the two-pass path does not count)."""
+        """The frames to look at, as events: ``("early", index, RGB)`` for a frame the sampler
+        will probably take (one-pass: looked at while the rest decodes) and ``("frame", shot,
+        index, RGB or None)`` for each frame it takes, in order (None: sent early). With it,
+        functions giving the shots and the frames decoded (complete once the events are
+        exhausted; None where the two-pass path does not count)."""
         from .frames import iter_unique
 
         s = self.settings
@@ -234,27 +237,29 @@ class Analyzer:
 
             with timer("decode"):
                 rgb = np.asarray(Image.open(path).convert("RGB"))
-            return iter([(0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: None
+            return iter([("frame", 0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: None
         if s.decode == "one-pass":
             progress(ProgressEvent("segmenting", "Reading the video: shots and faces in one pass"))
-            scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold)
-            return iter(scan), lambda: scan.spans, lambda: scan.frames_decoded
+            overlap = s.overlap(self.device)
+            scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold,
+                             expected_frames=info.frame_count if overlap else None)
+            events = Prefetch(scan.events()) if overlap else scan.events()
+            return events, lambda: scan.spans, lambda: scan.frames_decoded
         progress(ProgressEvent("segmenting", "Splitting the video into shots"))
         with timer("shots"):
             spans = split_shots(path, info.fps, info.frame_count, s.min_shot_s, s.shot_threshold).shots
         progress(ProgressEvent("segmenting", f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
-        return iter_unique(path, spans, budget), lambda: spans, lambda: None
+        return (("frame", *f) for f in iter_unique(path, spans, budget)), lambda: spans, lambda: None
 
     def _detect(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """Decode the sampled frames, detect and crop their faces, batch by batch."""
         s = self.settings
         budget = s.frames_per_shot(self.device)
-        faces: list[_Face] = []
-        sampled: list[int] = []
-        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
         specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
         thumb_side = max(specs.values())
-        frames, shots, decoded = self._frames(path, info, progress, timer)
+        every = s.cluster_embeddings == "all"
+        events, shots, decoded = self._frames(path, info, progress, timer)
+        looked: dict[int, tuple] = {}  # frame index -> (keyframe-size copy, [(Detection, embedding, context, thumb, crops)])
 
         def expected() -> int:  # frames to look at: the settled shots', and a guess for the rest
             known = shots()
@@ -264,45 +269,64 @@ class Analyzer:
 
         progress(ProgressEvent("detecting_faces", "Looking for faces", 0, expected()))
 
-        def flush(batch):
+        def look(batch: list[tuple[int, np.ndarray]]) -> None:
+            """Faces in each (index, RGB) frame, their crops, and (1.x) their embeddings."""
+            if not batch:
+                return
             with timer("faces"):
-                dets = self.detector.detect([rgb for _, _, rgb in batch],
+                dets = self.detector.detect([rgb for _, rgb in batch],
                                             s.detect_max_side_image if info.kind == "image" else None)
-            every = s.cluster_embeddings == "all"
             with timer("embeddings"):  # here only in the 1.x clustering: every face, now
                 embs = [self.embedder.embed(rgb, [d.box for d in fd]) if every else [None] * len(fd)
-                        for (_, _, rgb), fd in zip(batch, dets)]
+                        for (_, rgb), fd in zip(batch, dets)]
             with timer("crops"):
-                for (shot, idx, rgb), fd, fe in zip(batch, dets, embs):
-                    sampled.extend([0] * (shot + 1 - len(sampled)))
-                    sampled[shot] += 1
-                    if fd:
-                        thumbs[idx] = _small(rgb, KEYFRAME_MAX_SIDE)
-                    elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
-                        thumbs[-1 - shot] = _small(rgb, KEYFRAME_MAX_SIDE)
-                    for d, e in zip(fd, fe):
-                        shown = _small(crop_square(rgb, d.box, s.face_margin), thumb_side)
-                        cut = {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()}
-                        faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e,
-                                           None if every else face_context(rgb, d.box), shown, cut))
-            done = sum(sampled)
-            progress(ProgressEvent("detecting_faces", f"{len(faces)} face(s) so far", done,
-                                   max(done, expected()), counts={"faces": len(faces), "shots": len(shots())}))
+                for (idx, rgb), fd, fe in zip(batch, dets, embs):
+                    looked[idx] = (_small(rgb, KEYFRAME_MAX_SIDE), [
+                        (d, e, None if every else face_context(rgb, d.box),
+                         _small(crop_square(rgb, d.box, s.face_margin), thumb_side),
+                         {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()})
+                        for d, e in zip(fd, fe)])
+            n = len(looked)
+            progress(ProgressEvent("detecting_faces", f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
+                                   n, max(n, expected()), counts={"shots": len(shots())}))
 
-        batch = []
+        taken: list[tuple[int, int]] = []  # (shot, frame index) the sampler took, in order
+        early, late = [], []
+        it = iter(events)
         while True:
-            with timer("decode"):
-                item = next(frames, None)
-            if item is None:
+            with timer("decode"):  # with the decode overlapped: the time spent waiting for it
+                ev = next(it, None)
+            if ev is None:
                 break
-            batch.append(item)
-            if len(batch) == FRAME_BATCH:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
+            if ev[0] == "early":
+                early.append(ev[1:])
+                if len(early) == FRAME_BATCH or events.backlog == 0:
+                    look(early)
+                    early = []
+                continue
+            _, shot, idx, rgb = ev
+            taken.append((shot, idx))
+            if rgb is not None:
+                late.append((idx, rgb))
+                if len(late) == FRAME_BATCH:
+                    look(late)
+                    late = []
+        look(early)
+        look(late)
+
+        faces: list[_Face] = []
         spans = shots()
-        sampled.extend([0] * (len(spans) - len(sampled)))
+        sampled = [0] * len(spans)
+        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
+        for shot, idx in taken:
+            small, found = looked[idx]
+            sampled[shot] += 1
+            if found:
+                thumbs[idx] = small
+            elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
+                thumbs[-1 - shot] = small
+            for d, e, ctx, shown, cut in found:
+                faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
         self.frames_decoded = decoded()
         return faces, sampled, thumbs, spans
 

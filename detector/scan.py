@@ -56,8 +56,12 @@ class VideoScan:
     shot; ``spans``, ``cuts`` and ``frames_decoded`` are complete once it is exhausted."""
 
     def __init__(self, path: Path | str, fps: float, budget: int, min_shot_s: float = 1.5,
-                 threshold: float = 27.0):
+                 threshold: float = 27.0, expected_frames: int | None = None):
         self.path = Path(path)
+        # With the frame count the header gives, frames the sampler will take if no further cut
+        # comes are handed on as they stream by (``events``), so faces can be looked for while
+        # the rest decodes; a cut that changes the plan costs only those frames' detection.
+        self.expected_frames = expected_frames
         self.budget = budget
         self.min_len = max(1, math.ceil(min_shot_s * (fps or 1.0)))
         self.threshold = threshold
@@ -78,19 +82,31 @@ class VideoScan:
 
     # -- settling shots ------------------------------------------------------------------------
 
-    def _settle(self, run: list[_Stretch], end: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Merge the run's stretches into shots (ending at ``end``) and yield their frames."""
-        import cv2
-
+    def _shots(self, run: list[_Stretch], end: int) -> list[ShotSpan]:
         start = run[0].start
         cuts = [st.start for st in run[1:]]
         strengths = [self._strength[c] for c in cuts]
-        shots = merge_short([c - start for c in cuts], strengths, end - start, self.min_len)
+        return [ShotSpan(sp.start_frame + start, sp.end_frame + start)
+                for sp in merge_short([c - start for c in cuts], strengths, end - start, self.min_len)]
+
+    def _plan(self, run: list[_Stretch], now: int) -> set[int]:
+        """The frames from ``now`` on that the sampler takes if no further cut comes."""
+        end = self.expected_frames
+        if not end or end <= now:
+            return set()
+        return {i for sp in self._shots(run, end) if sp.end_frame > now
+                for i in sample_indices(sp, self.budget) if i >= now}
+
+    def _settle(self, run: list[_Stretch], end: int) -> Iterator[tuple]:
+        """Merge the run's stretches into shots (ending at ``end``) and yield their frames:
+        ``("frame", shot, index, RGB)``, with RGB None for a frame already handed on early."""
+        import cv2
+
+        shots = self._shots(run, end)
         kept: dict[int, np.ndarray] = {}
         for st in run:
             kept.update(st.frames)
         for span in shots:
-            span = ShotSpan(span.start_frame + start, span.end_frame + start)
             shot = len(self.spans)
             self.spans.append(span)
             last_sig = None
@@ -102,19 +118,36 @@ class VideoScan:
                         continue
                     idx = min(near, key=lambda i: abs(i - idx))
                     bgr = kept[idx]
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                sig = _signature(rgb)
+                sig = self._early.pop(idx, None)
+                rgb = None if sig is not None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if sig is None:
+                    sig = _signature(rgb)
                 if last_sig is not None and float(np.abs(sig - last_sig).max()) <= DUPLICATE_MAX_DIFF:
                     continue
                 last_sig = sig
-                yield shot, idx, rgb
+                yield "frame", shot, idx, rgb
+        self._early = {i: g for i, g in self._early.items() if i >= end}  # planned, not taken
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(shot, index, RGB)`` for every sampled frame, each once a shot settles."""
+        saved, self.expected_frames = self.expected_frames, None
+        try:
+            for _, shot, idx, rgb in self.events():
+                yield shot, idx, rgb
+        finally:
+            self.expected_frames = saved
+
+    def events(self) -> Iterator[tuple]:
+        """``("early", index, RGB)`` for a frame the sampler will take if no further cut
+        comes, as it streams by, and ``("frame", shot, index, RGB or None)`` for every frame
+        it does take, once its shot settles (None: the frame was handed on early)."""
         import cv2
 
         self._strength: dict[int, float] = {}
+        self._early: dict[int, np.ndarray] = {}  # handed on early -> its signature
         cap = cv2.VideoCapture(str(self.path))
         run = [_Stretch(0)]
+        plan = self._plan(run, 0)
         prev_hsv = None
         idx = 0
         try:
@@ -136,8 +169,13 @@ class VideoScan:
                         run[-1].end = idx
                         run.append(_Stretch(idx))
                         yield from self._maybe_settle(run)
+                        plan = self._plan(run, idx)
                 prev_hsv = hsv
                 self._keep(run[-1], idx, bgr)
+                if idx in plan:
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    self._early[idx] = _signature(rgb)
+                    yield "early", idx, rgb
                 idx += 1
         finally:
             cap.release()
@@ -148,7 +186,7 @@ class VideoScan:
         else:  # nothing decodes: one empty shot, as the two-pass split gives (no face, no score)
             self.spans.append(ShotSpan(0, 1))
 
-    def _maybe_settle(self, run: list[_Stretch]) -> Iterator[tuple[int, int, np.ndarray]]:
+    def _maybe_settle(self, run: list[_Stretch]) -> Iterator[tuple]:
         """Called when a new stretch starts: settle up to a cut that can no longer move."""
         if len(run) < 3:
             return
@@ -161,3 +199,61 @@ class VideoScan:
             settled = run[:-1]
             del run[:-1]
             yield from self._settle(settled, run[0].start)
+
+
+class Prefetch:
+    """Iterate ``events`` produced by a thread of its own, at most ``depth`` ahead of the
+    consumer (OpenCV decodes without the GIL, so decoding goes on while the caller looks
+    for faces). ``backlog`` is how many are waiting. An exception in the producer is raised
+    in the consumer; a consumer that stops early stops the producer."""
+
+    def __init__(self, events: Iterator, depth: int = 8):
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._events = events
+        self._thread = threading.Thread(target=self._produce, name="video-scan", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for ev in self._events:
+                if not self._put(("ev", ev)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put(("err", e))
+
+    @property
+    def backlog(self) -> int:
+        return self._q.qsize()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def __iter__(self) -> Iterator:
+        try:
+            while True:
+                kind, item = self._q.get()
+                if kind == "end":
+                    return
+                if kind == "err":
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)

@@ -59,6 +59,11 @@ class DetectorSettings(BaseSettings):
     # "one-pass": one decode finds the cuts and keeps the frames the sampler takes
     # (detector/scan.py); "two-pass": PySceneDetect's pass, then the sampler's (1.x).
     decode: Literal["one-pass", "two-pass"] = "one-pass"
+    # One-pass only: decode in a thread of its own while faces are looked for in the frames the
+    # sampler will take if no further cut comes. "auto": where faces are found on a GPU. On the
+    # 2-core CPU, bench/speed.py measured it slower (the two compete for the cores; DFDC clip
+    # 2.36 s in turn, 2.75 s overlapped with a core left to each), so there it is off.
+    overlap_decode: Literal["auto", "on", "off"] = "auto"
     frames_per_shot_gpu: int = 64
     frames_per_shot_cpu: int = 16
     # Frames are downscaled to this max side to find faces (MTCNN stages 1-2); the last stage
@@ -70,6 +75,7 @@ class DetectorSettings(BaseSettings):
     # a stray hit): it is searched at the 1.x size, where background blur found no "face".
     detect_max_side_image: int = 1280
     detect_full_res_refine: bool = True
+    detect_min_face_px: int = 20  # MTCNN's min_face_size, in the downscaled frame's pixels
     # Square box side = max(w, h) * margin: the thumbnails' crop, and the crop of members
     # whose manifest entry names none (each trained member names its own: CropSpec).
     face_margin: float = 1.3
@@ -105,6 +111,9 @@ class DetectorSettings(BaseSettings):
 
     def resolved_weights_dir(self) -> Path:
         return self.weights_dir or (self.cache_dir / "weights")
+
+    def overlap(self, device: str) -> bool:
+        return self.overlap_decode == "on" or (self.overlap_decode == "auto" and device != "cpu")
 
     def frames_per_shot(self, device: str) -> int:
         return self.frames_per_shot_cpu if device == "cpu" else self.frames_per_shot_gpu

@@ -158,7 +158,8 @@ class FaceStage:
         self.crop = crop
         self.detector = FaceDetector(device, settings.face_min_prob, settings.face_min_size,
                                      settings.detect_max_side,
-                                     full_res_refine=settings.detect_full_res_refine)
+                                     full_res_refine=settings.detect_full_res_refine,
+                                     min_face_px=settings.detect_min_face_px)
 
     def frames(self, path: Path, n: int) -> list[np.ndarray]:
         import cv2

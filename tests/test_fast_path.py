@@ -162,3 +162,49 @@ def test_bf16_only_where_the_cpu_has_it(mesonet_store, three_shots_720p):
     assert outs["native"][0] == ("bf16" if cpu_has_bf16() else "fp32")
     assert outs["capped"][0] == outs["onednn-capped"][0] == "fp32"  # the fallback, and it scores
     assert outs["native"][1] == pytest.approx(outs["capped"][1], abs=0.01)
+
+
+def test_decoding_beside_face_finding_gives_the_same_answer(mesonet_store, three_shots_720p):
+    """Frames looked at early (the plan if no further cut comes) are reused when the shot
+    settles and dropped when a cut changes the plan: the same faces and scores as in turn."""
+    common = dict(weights_dir=mesonet_store.root, frames_per_shot_cpu=8)
+    out = {}
+    for mode in ("on", "off"):
+        a = run(str(three_shots_720p), Analyzer(DetectorSettings(**common, overlap_decode=mode),
+                                                device="cpu").load(), gallery=False)
+        out[mode] = ([(f.frame_index, f.box) for f in a.scored_faces], a.report.score,
+                     [s.sampled_frames for s in a.report.shots])
+    (faces_on, score_on, sampled_on), (faces_off, score_off, sampled_off) = out["on"], out["off"]
+    assert sampled_on == sampled_off and [f for f, _ in faces_on] == [f for f, _ in faces_off]
+    # MTCNN batches frames as they arrive: the same boxes up to float rounding
+    assert np.allclose([b for _, b in faces_on], [b for _, b in faces_off], atol=0.5)
+    assert score_on == pytest.approx(score_off, abs=1e-3)
+    assert not DetectorSettings().overlap("cpu") and DetectorSettings().overlap("cuda")
+
+
+def test_prefetch_hands_on_the_producers_error():
+    from detector.scan import Prefetch
+
+    def events():
+        yield 1
+        yield 2
+        raise ValueError("corrupt frame")
+
+    got = []
+    with pytest.raises(ValueError, match="corrupt frame"):
+        for x in Prefetch(events()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_bf16_only_for_members_measured_to_allow_it(mesonet_store):
+    from detector.precision import cpu_has_bf16
+
+    ens = Analyzer(DetectorSettings(weights_dir=mesonet_store.root), device="cpu").load().ensemble
+    chosen = {m.member.name: ens.member_precision(m) for m in ens.members}
+    native = "bf16" if cpu_has_bf16() else "fp32"
+    assert chosen == {"meso4-df": native, "meso4-f2f": native, "mesoinception4-df": native,
+                      "mesoinception4-f2f": "fp32"}  # moved 0.02 under bf16: kept in fp32
+    forced = Analyzer(DetectorSettings(weights_dir=mesonet_store.root, precision="bf16"),
+                      device="cpu").load().ensemble
+    assert {forced.member_precision(m) for m in forced.members} == {"bf16"}
