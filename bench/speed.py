@@ -4,7 +4,8 @@ fast path still gives the same answers.
     python bench/speed.py [--members default|trained|a,b,...] [--device cpu|cuda] [--precision-check] [FILES...]
 
 For the devset videos and the crowd clip (or FILES), each setting runs in a process of
-its own, as a worker would (models loaded once, outside the timings), and prints:
+its own, as a worker would (models loaded once and warmed up on the first file, outside
+the timings), and prints:
   * every stage's seconds, the total and the real-time factor (analysis time / clip length),
     and the share of the largest stage;
   * the peak memory (max RSS) of that process;
@@ -55,6 +56,7 @@ def measure(config: str, members, device: str, files: list[Path]) -> dict:
     from detector.pipeline import Analyzer, run
 
     analyzer = Analyzer(_settings(config, members, device)).load()
+    run(str(files[0]), analyzer, gallery=False)  # warm up (kernel selection, caches), as a worker that has run once
     rows = []
     for f in files:
         t = time.perf_counter()
