@@ -72,7 +72,7 @@ class ApiStore:
                                          upload=upload)
         p = self.r.pipeline()
         p.sadd(keys.readers(job_id), owner)
-        p.expire(keys.readers(job_id), self.s.retention_s)
+        p.expire(keys.readers(job_id), self.s.live_ttl() if how != "cached" else self.s.done_ttl())
         await p.execute()
         return job_id, how
 
@@ -88,14 +88,14 @@ class ApiStore:
 
         Only a finished report is a cache hit: a link whose last check failed (the site
         was down, the file was missing) is checked again."""
-        ttl = self.s.retention_s
+        ttl = self.s.live_ttl()
         url_key = keys.url_key(normalised) if normalised else None
         stale = None  # the URL's earlier job, failed or expired: replaced by the new one
         if url_key and not fresh:
             existing = await self.r.get(url_key)
             if existing:
                 state = await self.r.hget(keys.job(existing), "state")
-                if state == "done":
+                if state == "done" and self.s.keeps_results:  # retention 0: never reused
                     await self.r.hincrby(keys.STATS, "url_cache_hits", 1)
                     return existing, "cached"
                 if state in ("queued", "running"):

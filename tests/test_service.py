@@ -567,3 +567,87 @@ async def test_a_redis_outage_is_a_503_with_retry_after(tmp_path):
                     assert r.headers["Retry-After"] == "5" and r.content_type == "application/problem+json"
             async with http.get(base + "/healthz") as r:
                 assert r.status == 503
+
+
+def test_retention_zero_delivers_the_reply_then_keeps_nothing(mesonet_store, tmp_path):
+    """DEEPFAKE_RETENTION_S=0: links and uploads are answered (no 500), nothing is cached,
+    and once the reply had its grace to be fetched, no key, file or folder of the checks is left."""
+    from .conftest import LoopbackServer, run_stack
+
+    media = LoopbackServer()
+    photo = shared("media", "unlabeled", "obama.jpg").read_bytes()
+    media.routes["/p.jpg"] = (200, {"Content-Type": "image/jpeg"}, photo)
+    try:
+        with run_stack(tmp_path, mesonet_store, DEEPFAKE_RETENTION_S="0", DEEPFAKE_DELIVERY_GRACE_S="4",
+                       DEEPFAKE_HOUSEKEEPING_EVERY_S="1") as svc:
+            token = svc.token("private-desk")
+            first = submit(svc, token, media.url("/p.jpg"))
+            assert first.status_code == 202, first.text
+            up = requests.post(svc.base + "/v1/checks", headers=auth(token), timeout=30,
+                               files={"file": ("mine.jpg", photo, "image/jpeg")})
+            assert up.status_code == 202, up.text
+            ids = [first.json()["id"], up.json()["id"]]
+            for job_id in ids:  # the reply is delivered: the report and its gallery
+                view = wait_done(svc, token, job_id)
+                assert view["state"] == "done" and view["report"]["status"] == "scored", view
+                g = requests.get(f"{svc.base}/v1/checks/{job_id}/gallery.png", headers=auth(token), timeout=10)
+                assert g.status_code == 200 and g.content[:8] == b"\x89PNG\r\n\x1a\n"
+            again = submit(svc, token, media.url("/p.jpg"))  # not a cache hit: nothing was kept
+            assert again.status_code == 202 and again.json()["id"] not in ids
+            ids.append(again.json()["id"])
+            assert wait_done(svc, token, ids[-1])["state"] == "done"
+            assert media.requests.count("/p.jpg") == 2
+            assert not svc.redis.keys("df:url:*") and not svc.redis.keys("df:sha:*")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                left = [k for k in svc.redis.keys("*") if any(i in k for i in ids)]
+                folders = [p for sub in ("results", "jobs") for p in (svc.data_dir / sub).glob("*")]
+                if not left and not folders:
+                    break
+                time.sleep(0.5)
+            assert not left and not folders, (left, folders)
+            gone = requests.get(f"{svc.base}/v1/checks/{ids[0]}", headers=auth(token), timeout=10)
+            assert_problem(gone, 404, "unknown-check")
+    finally:
+        media.close()
+
+
+def test_a_check_whose_worker_froze_is_failed_with_a_sentence(mesonet_store, tmp_path):
+    """A task that gives no sign of life (its pool process frozen mid-download) for the stale
+    limit is failed by the worker's housekeeping, with a sentence; its late result is dropped."""
+    import os
+    import signal
+
+    from .conftest import LoopbackServer, run_stack
+
+    media = LoopbackServer()
+    media.routes["/slow.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                 shared("media", "unlabeled", "obama.jpg").read_bytes())
+    media.delays["/slow.jpg"] = 3.0
+    try:
+        with run_stack(tmp_path, mesonet_store, DEEPFAKE_STALE_AFTER_S="6",
+                       DEEPFAKE_HOUSEKEEPING_EVERY_S="1") as svc:
+            token = svc.token("frozen")
+            job_id = submit(svc, token, media.url("/slow.jpg")).json()["id"]
+            deadline = time.monotonic() + 60
+            while "/slow.jpg" not in media.requests:
+                assert time.monotonic() < deadline, svc.worker_log.read_text()[-2000:]
+                time.sleep(0.05)
+            pool = [int(p) for p in open(f"/proc/{svc.worker_pid}/task/{svc.worker_pid}/children").read().split()]
+            for pid in pool:  # the pool freezes; the worker's main process (and its housekeeping) runs on
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                view = wait_done(svc, token, job_id, timeout=60)
+            finally:
+                for pid in pool:
+                    os.kill(pid, signal.SIGCONT)
+            assert view["state"] == "failed" and view["problem"]["code"] == "worker-lost", view
+            assert "send it again" in view["problem"]["detail"]
+            assert svc.redis.zscore("df:live", job_id) is None
+            deadline = time.monotonic() + 30  # the thawed task finishes its download: too late to count
+            while "'outcome': 'skipped'" not in svc.worker_log.read_text():
+                assert time.monotonic() < deadline, svc.worker_log.read_text()[-2000:]
+                time.sleep(0.2)
+            assert svc.redis.hget(f"df:job:{job_id}", "state") == "failed"  # its analysis never ran
+    finally:
+        media.close()

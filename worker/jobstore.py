@@ -13,12 +13,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import logging
+
 import redis
 
 from . import keys
 from .settings import ServiceSettings
 
 EVENTS_MAXLEN = 1000
+_DROP_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+log = logging.getLogger(__name__)
 
 
 def now() -> float:
@@ -38,6 +42,8 @@ class JobStore:
     def event(self, job_id: str, stage: str, message: str, state: str = "running",
               done: int | None = None, total: int | None = None, counts: dict | None = None,
               **extra) -> None:
+        if self.ended(job_id):  # an ended check stays ended (a late task after a stale sweep)
+            return
         ev = {"stage": stage, "message": message, "state": state, "ts": str(now())}
         if done is not None:
             ev["done"] = str(done)
@@ -46,7 +52,8 @@ class JobStore:
         if counts:
             ev["counts"] = json.dumps(counts)
         ev.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-        ttl = self.settings.retention_s
+        terminal = state in keys.TERMINAL
+        ttl = self.settings.done_ttl() if terminal else self.settings.live_ttl()
         p = self.r.pipeline()
         p.xadd(keys.events(job_id), ev, maxlen=EVENTS_MAXLEN, approximate=True)
         p.expire(keys.events(job_id), ttl)
@@ -55,7 +62,23 @@ class JobStore:
             fields[f] = ev.get(f, "")
         p.hset(keys.job(job_id), mapping=fields)
         p.expire(keys.job(job_id), ttl)
+        if terminal:
+            p.expire(keys.readers(job_id), ttl)
+            p.zrem(keys.LIVE, job_id)
+            if not self.settings.keeps_results:  # the URL's pointer served in-flight sharing only
+                url = self.r.hget(keys.job(job_id), "normalised_url")
+                if url:
+                    p.eval(_DROP_IF_MINE, 1, keys.url_key(url), job_id)
+        elif state == "running":
+            p.zadd(keys.LIVE, {job_id: float(ev["ts"])})
         p.execute()
+
+    def beat(self, job_id: str) -> None:
+        """A running task's sign of life between progress events (see ``sweep_stale``)."""
+        self.r.zadd(keys.LIVE, {job_id: now()}, xx=True)
+
+    def ended(self, job_id: str) -> bool:
+        return self.r.hget(keys.job(job_id), "state") in keys.TERMINAL
 
     def progress(self, job_id: str):
         """A detector ProgressFn that publishes the pipeline's events for this job."""
@@ -71,6 +94,9 @@ class JobStore:
         self.r.hset(keys.job(job_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
 
     def finish(self, job_id: str, report_json: str, gallery: bytes | None, **fields) -> None:
+        if self.ended(job_id):  # e.g. swept as stale while this process was frozen: the user was told
+            log.warning("job %s already ended; its late result is dropped", job_id)
+            return
         out = self.settings.results_dir(job_id)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(report_json)
@@ -84,6 +110,9 @@ class JobStore:
         self.r.hincrby(keys.STATS, "jobs_done", 1)
 
     def fail(self, job_id: str, problem: dict) -> None:
+        if self.ended(job_id):
+            log.warning("job %s already ended; a late failure (%s) is dropped", job_id, problem.get("code"))
+            return
         self.set_fields(job_id, problem=json.dumps(problem), finished_at=now())
         self.event(job_id, "failed", problem.get("detail") or problem.get("title", "failed"), state="failed",
                    code=problem.get("code", "error"))
@@ -93,6 +122,8 @@ class JobStore:
     def claim_content(self, job_id: str, sha256: str) -> str | None:
         """Record that this job analyses content ``sha256``; return an earlier job's id
         whose result can be reused, or None."""
+        if not self.settings.keeps_results:  # nothing is kept, so nothing is reused
+            return None
         key = keys.sha_key(sha256)
         if self.r.set(key, job_id, nx=True, ex=self.settings.retention_s):
             return None
@@ -110,19 +141,44 @@ class JobStore:
         self.r.hincrby(keys.STATS, "content_cache_hits", 1)
         self.finish(job_id, rec["report"], gallery, seen_before=1, same_content_as=other)
 
-    # -- housekeeping -------------------------------------------------------------------
-    def clean_expired(self) -> int:
-        """Delete result folders older than the retention (the records expire in Redis)."""
-        root = self.settings.data_dir / "results"
-        if not root.is_dir():
-            return 0
-        limit = time.time() - self.settings.retention_s
+    # -- housekeeping (each worker's main process, every housekeeping_every_s) --------------
+    def sweep_stale(self) -> list[str]:
+        """Fail the running checks whose task is gone: no progress and no heartbeat for the
+        stale limit (longer than a redelivery takes, so a lost worker's job is retried first)."""
+        limit = now() - self.settings.stale_limit_s()
+        swept = []
+        for job_id in self.r.zrangebyscore(keys.LIVE, "-inf", limit):
+            if not self.r.set(f"df:sweep:{job_id}", "1", nx=True, ex=60):
+                continue  # another worker's sweep has it
+            if self.r.hget(keys.job(job_id), "state") not in (None, *keys.TERMINAL):
+                log.warning("job %s: no sign of life for %d s; failing it", job_id, self.settings.stale_limit_s())
+                self.fail(job_id, STALE_PROBLEM)
+                swept.append(job_id)
+            self.r.zrem(keys.LIVE, job_id)
+        return swept
+
+    def clean_orphans(self) -> int:
+        """Delete the folders (downloads, uploads, reports, galleries) of checks whose record
+        is gone: expired after the retention, or never queued. Records exist before folders."""
         gone = 0
-        for d in root.iterdir():
-            if d.is_dir() and d.stat().st_mtime < limit:
-                shutil.rmtree(d, ignore_errors=True)
-                gone += 1
+        for sub in ("results", "jobs"):
+            root = self.settings.data_dir / sub
+            if not root.is_dir():
+                continue
+            for d in root.iterdir():
+                if d.is_dir() and not self.r.exists(keys.job(d.name)):
+                    shutil.rmtree(d, ignore_errors=True)
+                    gone += 1
         return gone
+
+    def housekeeping(self) -> None:
+        self.sweep_stale()
+        self.clean_orphans()
+
+
+STALE_PROBLEM = {"code": "worker-lost", "title": "The check stopped", "status": 503, "transient": True,
+                 "detail": "The worker checking this stopped answering and the check could not be resumed. "
+                           "Please send it again."}
 
 
 def fetched_fields(fetched) -> dict:

@@ -8,6 +8,7 @@
   df:tokens          hash: sha256(token) -> name;  df:token:{name} -> sha256(token)
   df:rl:{name}:{kind}:{minute}   counter for rate limits
   df:stats           hash: counters for /metrics
+  df:live            sorted set: running job id -> time of its last sign of life (progress, heartbeat)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def sha_key(sha256: str) -> str:
 
 
 TOKENS = "df:tokens"
+LIVE = "df:live"
 STATS = "df:stats"
 
 

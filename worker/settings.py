@@ -16,7 +16,14 @@ class ServiceSettings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0",
                            validation_alias=AliasChoices("REDIS_URL", "DEEPFAKE_REDIS_URL"))
     data_dir: Path = Field(default_factory=lambda: DetectorSettings().cache_dir / "data")  # DEEPFAKE_CACHE_DIR
-    retention_s: int = 7 * 24 * 3600  # job records, reports, galleries
+    # Job records, reports and galleries are kept this long after a check ends. 0 keeps nothing:
+    # no cache, and a finished check stays only ``delivery_grace_s`` for its reply to be fetched.
+    retention_s: int = Field(7 * 24 * 3600, ge=0)
+    delivery_grace_s: int = Field(600, gt=0)
+    # A running check with no sign of life (progress or heartbeat) for this long is failed with
+    # a sentence. Default: the visibility timeout + 60 s, so a redelivery always comes first.
+    stale_after_s: int | None = Field(None, gt=0)
+    housekeeping_every_s: float = Field(30.0, gt=0)  # stale sweep and folder clean-up, in each worker
     # Celery task limits (seconds)
     fetch_soft_limit_s: int = 300
     fetch_hard_limit_s: int = 330
@@ -32,6 +39,30 @@ class ServiceSettings(BaseSettings):
     cors_origins: CommaList = Field(default_factory=list)
     max_upload_bytes: int = 200 * 1024 * 1024
     metrics_token: str = ""  # bearer token for /metrics; empty: /metrics answers loopback only
+
+    @property
+    def keeps_results(self) -> bool:
+        return self.retention_s > 0
+
+    def in_flight_s(self) -> int:
+        """The longest a check can take, retries and redeliveries included."""
+        return (self.fetch_hard_limit_s + self.analyze_hard_limit_s + 60) * (self.max_retries + 1)
+
+    def live_ttl(self) -> int:
+        """Lifetime of a check's keys while it is queued or running."""
+        return max(self.retention_s, self.in_flight_s())
+
+    def done_ttl(self) -> int:
+        """Lifetime of a finished check's keys."""
+        return self.retention_s or self.delivery_grace_s
+
+    def stale_limit_s(self) -> int:
+        from .celery_app import visibility_timeout_s
+
+        return self.stale_after_s or visibility_timeout_s(self) + 60
+
+    def heartbeat_s(self) -> float:
+        return max(0.5, min(15.0, self.stale_limit_s() / 4))
 
     def stack_file(self) -> Path:
         """Written by a running ``deepfake-serve``: where its (private) Redis listens."""

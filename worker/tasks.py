@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
+import redis
+
 from celery.exceptions import Retry, SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from detector.errors import DetectorError
 from detector.fetch import Fetched, fetch
@@ -88,6 +92,44 @@ def _start(job_id: str) -> dict | None:
     return rec
 
 
+@worker_ready.connect
+def _start_housekeeping(**_):
+    """In the worker's main process: fail checks whose task is gone, delete orphaned folders."""
+
+    def loop():
+        st = JobStore(SETTINGS)  # its own connection, in this thread
+        while not _stop_housekeeping.wait(SETTINGS.housekeeping_every_s):
+            try:
+                st.housekeeping()
+            except redis.RedisError as e:  # Redis away for a moment: the next round tries again
+                log.warning("housekeeping skipped: %s", e)
+
+    threading.Thread(target=loop, name="housekeeping", daemon=True).start()
+
+
+_stop_housekeeping = threading.Event()
+
+
+@contextmanager
+def heartbeat(job_id: str):
+    """Signs of life for the stale sweep while a task works (a long download, a long batch)."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(SETTINGS.heartbeat_s()):
+            try:
+                store().beat(job_id)
+            except redis.RedisError as e:  # a missed beat is harmless; many in a row are what the sweep is for
+                log.debug("heartbeat for %s missed: %s", job_id, e)
+
+    t = threading.Thread(target=loop, name=f"heartbeat-{job_id[:8]}", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _cleanup(job_id: str) -> None:
     shutil.rmtree(SETTINGS.work_dir(job_id), ignore_errors=True)
 
@@ -101,7 +143,8 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
     st = store()
     st.event(job_id, "downloading", "Downloading the medium" if not upload_path else "Reading the upload")
     try:
-        fetched = fetch(upload_path or rec["input"], SETTINGS.work_dir(job_id) / "media")
+        with heartbeat(job_id):
+            fetched = fetch(upload_path or rec["input"], SETTINGS.work_dir(job_id) / "media")
     except DetectorError as e:
         if e.transient and self.request.retries < SETTINGS.max_retries:
             st.r.hincrby(keys.job(job_id), "deliveries", -1)
@@ -131,7 +174,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
             st.reuse(job_id, other)
             _cleanup(job_id)
             return {"job": job_id, "outcome": "content-cache-hit", "same_as": other}
-    else:
+    elif SETTINGS.keeps_results:
         st.r.set(keys.sha_key(fetched.sha256), job_id, ex=SETTINGS.retention_s)
     st.event(job_id, "queued", "Waiting for an analysis worker")
     analyze_job.apply_async(args=[job_id, str(fetched.path)])
@@ -149,7 +192,8 @@ def analyze_job(self, job_id: str, media_path: str) -> dict:
                       via=rec["fetched_via"], sha256=rec["fetched_sha256"],
                       size_bytes=int(rec["fetched_size_bytes"]), title=rec.get("fetched_title") or None)
     try:
-        analysis = analyzer().analyze(fetched, progress=st.progress(job_id))
+        with heartbeat(job_id):
+            analysis = analyzer().analyze(fetched, progress=st.progress(job_id))
         st.finish(job_id, analysis.report.to_json(), analysis.gallery_png,
                   seen_before=0, status=analysis.report.status)
         rep = analysis.report
@@ -169,4 +213,3 @@ def analyze_job(self, job_id: str, media_path: str) -> dict:
         raise
     finally:
         _cleanup(job_id)
-        st.clean_expired()
