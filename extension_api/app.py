@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", ServiceSettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
+STREAM_REDIS = web.AppKey("stream_redis", aioredis.Redis)  # event streams' own pool
+STREAMS_OPEN = web.AppKey("streams_open", dict)  # {"n": open event streams in this process}
 STORE = web.AppKey("store", ApiStore)
 CELERY = web.AppKey("celery", object)
 METRICS = web.AppKey("metrics", dict)
@@ -54,6 +56,7 @@ ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address
 TOKEN_NAME = "token_name"  # request key: the name of the token that authorised the request
 
 REDIS_SOCKET_TIMEOUT_S = 15
+REDIS_POOL_WAIT_S = 5  # a request waits this long for a free pooled connection
 SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events
 SSE_KEEPALIVE_MS = 15_000  # a comment line this often keeps proxies from closing an idle stream
 # Each open event stream holds a Redis connection while it waits: a token may hold this many
@@ -396,12 +399,19 @@ class StreamSlot:
 
 async def check_events(request: web.Request) -> web.StreamResponse:
     rec = await readable_job(request)
-    r = request.app[REDIS]
-    slot = StreamSlot(r, request[TOKEN_NAME])
+    open_ = request.app[STREAMS_OPEN]
+    limit = request.app[SETTINGS].max_event_streams
+    if open_["n"] >= limit:  # this process's stream pool is full: capacity, not the client's fault
+        raise ApiProblem(503, "too-many-streams", "The service follows too many checks right now",
+                         f"This server holds {limit} event streams at once; poll GET /v1/checks/{{id}}, "
+                         "or open the stream again in a few seconds.", headers={"Retry-After": "5"})
+    slot = StreamSlot(request.app[REDIS], request[TOKEN_NAME])
     await slot.acquire()
+    open_["n"] += 1
     try:
-        return await _stream_events(request, rec, r, slot)
+        return await _stream_events(request, rec, request.app[STREAM_REDIS], slot)
     finally:
+        open_["n"] -= 1
         await slot.release()
 
 
@@ -504,12 +514,20 @@ async def metrics(request: web.Request) -> web.Response:
 # -- the app -------------------------------------------------------------------------------
 
 async def _redis_ctx(app: web.Application):
-    r = aioredis.Redis.from_url(app[SETTINGS].redis_url, decode_responses=True,
-                                socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5)
-    app[REDIS] = r
-    app[STORE] = ApiStore(app[SETTINGS], r)
+    s = app[SETTINGS]
+
+    def client(size: int) -> aioredis.Redis:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            s.redis_url, decode_responses=True, max_connections=size, timeout=REDIS_POOL_WAIT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5)
+        return aioredis.Redis(connection_pool=pool)
+
+    r, streams = client(s.redis_pool_size), client(s.max_event_streams)
+    app[REDIS], app[STREAM_REDIS], app[STREAMS_OPEN] = r, streams, {"n": 0}
+    app[STORE] = ApiStore(s, r)
     yield
     await r.aclose()
+    await streams.aclose()
 
 
 async def _celery_ctx(app: web.Application):

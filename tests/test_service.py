@@ -651,3 +651,45 @@ def test_a_check_whose_worker_froze_is_failed_with_a_sentence(mesonet_store, tmp
             assert svc.redis.hget(f"df:job:{job_id}", "state") == "failed"  # its analysis never ran
     finally:
         media.close()
+
+
+async def test_event_streams_have_a_pool_of_their_own(service, media, monkeypatch):
+    """Open streams never take the connections requests need: with a pool of 4 for requests
+    and room for 3 streams, 3 open streams leave every read answered, and a 4th stream is
+    refused with 503 and Retry-After (capacity), not a 500."""
+    import asyncio
+
+    import aiohttp
+
+    from worker.settings import ServiceSettings
+
+    monkeypatch.setenv("DEEPFAKE_ALLOW_PRIVATE_HOSTS", '["127.0.0.1"]')
+    url = service.redis_url.rsplit("/", 1)[0] + "/4"  # no worker reads this database: the check stays queued
+    import redis as syncredis
+
+    from extension_api.tokens import create
+
+    syncredis.Redis.from_url(url).flushdb()
+    held = create(syncredis.Redis.from_url(url, decode_responses=True), "stream-pool")
+    settings = ServiceSettings(redis_url=url, data_dir=service.data_dir, redis_pool_size=4, max_event_streams=3)
+    async with api_of_its_own(settings) as base, aiohttp.ClientSession() as s:
+        h = {"Authorization": f"Bearer {held}"}
+        async with s.post(f"{base}/v1/checks", headers=h, json={"url": media.url("/never.mp4")}) as r:
+            assert r.status == 202
+            job_id = (await r.json())["id"]
+        streams = []
+        for _ in range(3):
+            resp = await s.get(f"{base}/v1/checks/{job_id}/events", headers=h)
+            assert resp.status == 200
+            await resp.content.readline()  # the stream is open and waiting
+            streams.append(resp)
+        reads = await asyncio.gather(*(s.get(f"{base}/v1/checks/{job_id}", headers=h) for _ in range(40)))
+        assert [r.status for r in reads] == [200] * 40
+        for r in reads:
+            r.release()
+        async with s.get(f"{base}/v1/checks/{job_id}/events", headers=h) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "5"
+            body = await r.json()
+            assert body["type"].endswith("/too-many-streams")
+        for r in streams:
+            r.close()

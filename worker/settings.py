@@ -38,6 +38,11 @@ class ServiceSettings(BaseSettings):
     # Origins allowed by CORS: browser-extension origins only. Empty = any extension.
     cors_origins: CommaList = Field(default_factory=list)
     max_upload_bytes: int = 200 * 1024 * 1024
+    # Redis connections of one API process: requests share a pool (a request waits up to 5 s
+    # for a free connection rather than failing); each open event stream holds one connection
+    # of a pool of its own while it waits for events, at most this many streams at once.
+    redis_pool_size: int = Field(100, gt=0)
+    max_event_streams: int = Field(256, gt=0)
     metrics_token: str = ""  # bearer token for /metrics; empty: /metrics answers loopback only
 
     @property
