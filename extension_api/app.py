@@ -53,7 +53,7 @@ STORE = web.AppKey("store", ApiStore)
 CELERY = web.AppKey("celery", object)
 METRICS = web.AppKey("metrics", dict)
 ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
-TOKEN_NAME = "token_name"  # request key: the name of the token that authorised the request
+TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token that authorised the request
 
 REDIS_SOCKET_TIMEOUT_S = 15
 REDIS_POOL_WAIT_S = 5  # a request waits this long for a free pooled connection
@@ -589,7 +589,11 @@ def main() -> None:  # pragma: no cover - `python -m extension_api.app`
     p.add_argument("--port", type=int, default=8080)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    web.run_app(create_app(), host=a.host, port=a.port, access_log_class=QuietAccessLogger)
+    from .server import serve
+
+    settings = ServiceSettings()
+    asyncio.run(serve(create_app(settings), a.host, a.port, settings.header_timeout_s,
+                      access_log_class=QuietAccessLogger))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ def run_stack(tmp: Path, mesonet_store, **env_overrides: str):
                DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
                DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
                DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1",
+               DEEPFAKE_HEADER_TIMEOUT_S="2",
                **env_overrides)
     worker_log = tmp / "worker.log"
     api_log = tmp / "api.log"

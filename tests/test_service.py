@@ -693,3 +693,42 @@ async def test_event_streams_have_a_pool_of_their_own(service, media, monkeypatc
             assert body["type"].endswith("/too-many-streams")
         for r in streams:
             r.close()
+
+
+def test_what_aiohttp_answers_itself_is_problem_json_and_half_sent_heads_time_out(service):
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(service.base).hostname, urlsplit(service.base).port
+
+    def exchange(raw: bytes, wait: float = 10) -> bytes:
+        with socket.create_connection((host, port), timeout=wait) as c:
+            c.sendall(raw)
+            out = b""
+            while True:
+                try:
+                    chunk = c.recv(65536)
+                except socket.timeout:
+                    return out + b"<no answer>"
+                if not chunk:
+                    return out
+                out += chunk
+
+    def problem(raw_answer: bytes) -> tuple[int, dict]:
+        head, _, body = raw_answer.partition(b"\r\n\r\n")
+        assert b"application/problem+json" in head.lower(), raw_answer[:300]
+        return int(head.split()[1]), json.loads(body)
+
+    long_line = b"GET /v1/checks/" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    status, body = problem(exchange(long_line))
+    assert status == 400 and body["type"].endswith("/bad-request") and body["detail"]
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"b" * 10_000 + b"\r\n\r\n"
+    status, _ = problem(exchange(big_header))
+    assert status in (400, 431)
+    status, _ = problem(exchange(b"NOT HTTP AT ALL\r\n\r\n"))
+    assert status == 400
+    # half a head, then nothing: the server answers 408 and closes (DEEPFAKE_HEADER_TIMEOUT_S=2
+    # here) before our socket gives up waiting (10 s, which would read as "<no answer>")
+    status, body = problem(exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Half: "))
+    assert status == 408 and body["type"].endswith("/request-timeout")
+    assert requests.get(service.base + "/healthz", timeout=10).status_code == 200  # a whole request is fine

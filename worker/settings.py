@@ -43,6 +43,7 @@ class ServiceSettings(BaseSettings):
     # of a pool of its own while it waits for events, at most this many streams at once.
     redis_pool_size: int = Field(100, gt=0)
     max_event_streams: int = Field(256, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection must send a complete request head within this
     metrics_token: str = ""  # bearer token for /metrics; empty: /metrics answers loopback only
 
     @property
