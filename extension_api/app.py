@@ -26,6 +26,8 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
@@ -517,9 +519,13 @@ async def _redis_ctx(app: web.Application):
     s = app[SETTINGS]
 
     def client(size: int) -> aioredis.Redis:
+        # A connection Redis dropped (a restart) is replaced and the command tried again; a
+        # real outage still answers 503 after about a second.
         pool = aioredis.BlockingConnectionPool.from_url(
             s.redis_url, decode_responses=True, max_connections=size, timeout=REDIS_POOL_WAIT_S,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5)
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=5,
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 4),
+            retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError])
         return aioredis.Redis(connection_pool=pool)
 
     r, streams = client(s.redis_pool_size), client(s.max_event_streams)

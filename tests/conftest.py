@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -147,6 +148,19 @@ class Service:
         self.worker_pid = proc.pid
         return proc
 
+    def restart_redis(self, down_s: float) -> None:
+        """Stop redis-server (it writes its append-only file), wait, start it again on its port."""
+        import subprocess
+
+        old = next(p for p in self.procs if getattr(p, "args", None) == self.redis_cmd)
+        old.terminate()
+        old.wait(timeout=10)
+        time.sleep(down_s)
+        new = subprocess.Popen(self.redis_cmd, stdout=subprocess.DEVNULL)
+        self.procs[self.procs.index(old)] = new
+        self.redis_cmd = new.args
+        _wait_for(lambda: _ping(self.redis), "redis-server again", proc=new)
+
     def token(self, name: str) -> str:
         from extension_api.tokens import create
 
@@ -162,8 +176,10 @@ def service(mesonet_store, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def run_stack(tmp: Path, mesonet_store, **env_overrides: str):
-    """redis-server, a Celery worker (fetch + analyze, 2 processes) and the API, on loopback."""
+def run_stack(tmp: Path, mesonet_store, *, redis_persist: bool = False, **env_overrides: str):
+    """redis-server, a Celery worker (fetch + analyze, 2 processes) and the API, on loopback.
+    ``redis_persist``: Redis keeps its data in an append-only file, so it can be restarted
+    (``Service.restart_redis``) as a production Redis would be."""
     import json
     import os
     import shutil
@@ -176,14 +192,16 @@ def run_stack(tmp: Path, mesonet_store, **env_overrides: str):
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
     procs = []
     rport, aport = _free_port(), _free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
-                                   "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    redis_cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "", "--dir", str(tmp),
+                 *(["--appendonly", "yes", "--appendfsync", "always"] if redis_persist else ["--appendonly", "no"])]
+    redis_proc = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
     procs.append(redis_proc)
     redis_url = f"redis://127.0.0.1:{rport}/0"
     import redis
 
     _wait_for(lambda: _ping(redis.Redis.from_url(redis_url)), "redis-server", proc=redis_proc)
-    env = dict(os.environ, REDIS_URL=redis_url, DEEPFAKE_DATA_DIR=str(tmp / "data"),
+    env = dict(os.environ)
+    env.update(REDIS_URL=redis_url, DEEPFAKE_DATA_DIR=str(tmp / "data"),
                DEEPFAKE_WEIGHTS_DIR=str(mesonet_store.root), DEEPFAKE_FRAMES_PER_SHOT_CPU="4",
                # 4 frames a shot (for speed) leave some clips 1-2 face frames: the gate's
                # frame rule is tested on its own (test_calibration_gate), not through the bots.
@@ -191,14 +209,15 @@ def run_stack(tmp: Path, mesonet_store, **env_overrides: str):
                DEEPFAKE_ALLOW_PRIVATE_HOSTS=json.dumps(["127.0.0.1"]),
                DEEPFAKE_PUBLIC_URL=f"http://127.0.0.1:{aport}", DEEPFAKE_RATE_LIMIT_PER_MIN="8",
                DEEPFAKE_RETRY_BACKOFF_S="0.2", DEEPFAKE_MAX_DURATION_S="30", PYTHONUNBUFFERED="1",
-               DEEPFAKE_HEADER_TIMEOUT_S="2",
-               **env_overrides)
+               DEEPFAKE_HEADER_TIMEOUT_S="2")
+    env.update(env_overrides)
     worker_log = tmp / "worker.log"
     api_log = tmp / "api.log"
     api = subprocess.Popen([sys.executable, "-m", "extension_api.app", "--port", str(aport)], env=env, cwd=ROOT,
                            stdout=open(api_log, "w"), stderr=subprocess.STDOUT)
     procs.append(api)
     svc = Service(f"http://127.0.0.1:{aport}", redis_url, env, tmp / "data", worker_log, 0)
+    svc.redis_cmd, svc.procs = redis_cmd, procs
     try:
         worker = svc.start_worker()
         _wait_for(lambda: _get_ok(requests, svc.base + "/healthz"), "the API", proc=api, log=api_log)

@@ -27,6 +27,7 @@ def wait_done(service, token, job_id, timeout=240):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         view = requests.get(f"{service.base}/v1/checks/{job_id}", headers=auth(token), timeout=10).json()
+        assert "state" in view, view
         if view["state"] in ("done", "failed"):
             return view
         time.sleep(0.3)
@@ -732,3 +733,33 @@ def test_what_aiohttp_answers_itself_is_problem_json_and_half_sent_heads_time_ou
     status, body = problem(exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Half: "))
     assert status == 408 and body["type"].endswith("/request-timeout")
     assert requests.get(service.base + "/healthz", timeout=10).status_code == 200  # a whole request is fine
+
+
+def test_a_redis_restart_mid_job_ends_in_a_finished_job(mesonet_store, tmp_path):
+    """Redis stops for 4 s (and comes back from its append-only file) while two checks are
+    mid-analysis: both finish, and no record is left running or queued."""
+    from .conftest import LoopbackServer, run_stack
+
+    media = LoopbackServer()
+    for name in ("anchor_real", "ffpp_003_000_fake"):
+        media.routes[f"/{name}.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                        shared("media", "devset", "videos", f"{name}.mp4").read_bytes())
+    try:
+        with run_stack(tmp_path, mesonet_store, redis_persist=True, DEEPFAKE_FRAMES_PER_SHOT_CPU="16") as svc:
+            token = svc.token("outage")
+            ids = [submit(svc, token, media.url(f"/{n}.mp4")).json()["id"] for n in ("anchor_real", "ffpp_003_000_fake")]
+            deadline = time.monotonic() + 120
+            while not all(svc.redis.hget(f"df:job:{i}", "stage") in ("probing", "segmenting", "detecting_faces")
+                          for i in ids):
+                assert time.monotonic() < deadline, svc.worker_log.read_text()[-3000:]
+                assert not any(svc.redis.hget(f"df:job:{i}", "state") == "done" for i in ids), \
+                    "an analysis finished before Redis could be stopped"
+                time.sleep(0.02)
+            svc.restart_redis(down_s=4)
+            views = [wait_done(svc, token, i, timeout=180) for i in ids]
+            assert [v["state"] for v in views] == ["done", "done"], [v.get("problem") for v in views]
+            assert all(v["report"]["status"] == "scored" for v in views)
+            left = [k for k in svc.redis.keys("df:job:*") if svc.redis.hget(k, "state") in ("running", "queued")]
+            assert not left
+    finally:
+        media.close()

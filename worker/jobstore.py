@@ -16,11 +16,14 @@ from pathlib import Path
 import logging
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import keys
 from .settings import ServiceSettings
 
 EVENTS_MAXLEN = 1000
+OUTAGE_RETRIES = 20  # backoff 0.1 s doubling to 2 s: about 30 s of outage ridden out
 _DROP_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,12 @@ def now() -> float:
 class JobStore:
     def __init__(self, settings: ServiceSettings, client: redis.Redis | None = None):
         self.settings = settings
-        self.r = client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.r = client or redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
+            # A Redis restart or a short outage mid-job: each command is tried again for about
+            # OUTAGE_RIDE_S, so the task carries on and ends its job instead of dying half-written.
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), OUTAGE_RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
     # -- reading ------------------------------------------------------------------------
     def get(self, job_id: str) -> dict[str, str]:
