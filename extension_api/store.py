@@ -113,6 +113,7 @@ class ApiStore:
         p.expire(keys.job(job_id), ttl)
         p.xadd(keys.events(job_id), {"stage": "queued", "state": "queued", "message": record["message"], "ts": now})
         p.expire(keys.events(job_id), ttl)
+        p.zadd(keys.LIVE, {job_id: float(now)})  # the stale sweep watches it from now on
         await p.execute()
         if url_key:
             if fresh:
@@ -120,6 +121,7 @@ class ApiStore:
             elif not await self._claim_url(url_key, stale, job_id, ttl):
                 winner = await self.r.get(url_key)  # a concurrent identical request won
                 await self.r.delete(keys.job(job_id), keys.events(job_id))
+                await self.r.zrem(keys.LIVE, job_id)
                 if winner:
                     return winner, "shared"
                 return await self._create(input=input, owner=owner, fresh=fresh, normalised=normalised,
@@ -145,6 +147,7 @@ class ApiStore:
     async def forget(self, job_id: str, normalised: str | None = None) -> None:
         """Remove a job that was never queued (and the URL's pointer to it)."""
         await self.r.delete(keys.job(job_id), keys.events(job_id), keys.readers(job_id))
+        await self.r.zrem(keys.LIVE, job_id)
         if normalised:  # only if it still points here (another request may have replaced it)
             await self.r.eval(self._DROP, 1, keys.url_key(normalised), job_id)
 

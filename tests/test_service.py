@@ -763,3 +763,46 @@ def test_a_redis_restart_mid_job_ends_in_a_finished_job(mesonet_store, tmp_path)
             assert not left
     finally:
         media.close()
+
+
+def test_a_check_whose_message_was_lost_is_failed_and_one_waiting_in_the_queue_is_not(mesonet_store, tmp_path):
+    """Two checks wait while the pool is frozen. The broker loses one's message: the sweep
+    fails it with a sentence. The other's message is still there: it stays queued however
+    long it waits, and finishes once the pool runs again."""
+    import os
+    import signal
+
+    from .conftest import LoopbackServer, run_stack
+
+    media = LoopbackServer()
+    media.routes["/a.jpg"] = media.routes["/b.jpg"] = (
+        200, {"Content-Type": "image/jpeg"}, shared("media", "unlabeled", "obama.jpg").read_bytes())
+    try:
+        with run_stack(tmp_path, mesonet_store, DEEPFAKE_STALE_AFTER_S="3", DEEPFAKE_HOUSEKEEPING_EVERY_S="1") as svc:
+            token = svc.token("lost-message")
+            pool = [int(p) for p in open(f"/proc/{svc.worker_pid}/task/{svc.worker_pid}/children").read().split()]
+            for pid in pool:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                lost, kept = (submit(svc, token, media.url(f"/{n}.jpg")).json()["id"] for n in ("a", "b"))
+                deadline = time.monotonic() + 20
+                while True:  # find the lost check's message, waiting or delivered, and drop it
+                    dropped = sum(svc.redis.lrem(q, 0, m) for q in ("fetch", "analyze")
+                                  for m in svc.redis.lrange(q, 0, -1) if lost in m)
+                    dropped += sum(svc.redis.hdel("unacked", tag) for tag, m in svc.redis.hgetall("unacked").items()
+                                   if lost in m)
+                    if dropped:
+                        break
+                    assert time.monotonic() < deadline, "the check's message never reached the broker"
+                    time.sleep(0.1)
+                view = wait_done(svc, token, lost, timeout=30)
+                assert view["state"] == "failed" and view["problem"]["code"] == "worker-lost", view
+                time.sleep(5)  # well past the stale limit: the other one is only waiting
+                assert svc.redis.hget(f"df:job:{kept}", "state") == "queued"
+            finally:
+                for pid in pool:
+                    os.kill(pid, signal.SIGCONT)
+            assert wait_done(svc, token, kept)["state"] == "done"
+            assert not media.requests.count("/a.jpg")  # the lost check never ran
+    finally:
+        media.close()

@@ -15,6 +15,7 @@ from .settings import ServiceSettings
 
 FETCH_TASK = "worker.tasks.fetch_job"
 ANALYZE_TASK = "worker.tasks.analyze_job"
+QUEUES = ("fetch", "analyze")
 
 
 VISIBILITY_MARGIN_S = 30

@@ -151,19 +151,38 @@ class JobStore:
 
     # -- housekeeping (each worker's main process, every housekeeping_every_s) --------------
     def sweep_stale(self) -> list[str]:
-        """Fail the running checks whose task is gone: no progress and no heartbeat for the
-        stale limit (longer than a redelivery takes, so a lost worker's job is retried first)."""
+        """Fail the checks whose task is gone: queued or running, with no progress and no
+        heartbeat for the stale limit (longer than a redelivery takes, so a lost worker's job
+        is retried first), and no message waiting for them in the broker (a check queued
+        behind a long backlog is waiting, not lost)."""
         limit = now() - self.settings.stale_limit_s()
+        stale = self.r.zrangebyscore(keys.LIVE, "-inf", limit)
+        if not stale:
+            return []
+        waiting = self._broker_messages()
         swept = []
-        for job_id in self.r.zrangebyscore(keys.LIVE, "-inf", limit):
+        for job_id in stale:
+            if job_id in waiting:
+                self.r.zadd(keys.LIVE, {job_id: now()}, xx=True)
+                continue
             if not self.r.set(f"df:sweep:{job_id}", "1", nx=True, ex=60):
                 continue  # another worker's sweep has it
             if self.r.hget(keys.job(job_id), "state") not in (None, *keys.TERMINAL):
-                log.warning("job %s: no sign of life for %d s; failing it", job_id, self.settings.stale_limit_s())
+                log.warning("job %s: no sign of life for %d s and no message in the broker; failing it",
+                            job_id, self.settings.stale_limit_s())
                 self.fail(job_id, STALE_PROBLEM)
                 swept.append(job_id)
             self.r.zrem(keys.LIVE, job_id)
         return swept
+
+    def _broker_messages(self) -> str:
+        """Every message waiting in the task queues or delivered and not yet acknowledged,
+        as one text (each names its job id in its headers' ``argsrepr``)."""
+        from .celery_app import QUEUES
+
+        parts = [m for q in QUEUES for m in self.r.lrange(q, 0, -1)]
+        parts += self.r.hvals("unacked")  # kombu's Redis transport: delivered, not acked
+        return "\n".join(parts)
 
     def clean_orphans(self) -> int:
         """Delete the folders (downloads, uploads, reports, galleries) of checks whose record

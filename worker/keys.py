@@ -8,7 +8,7 @@
   df:tokens          hash: sha256(token) -> name;  df:token:{name} -> sha256(token)
   df:rl:{name}:{kind}:{minute}   counter for rate limits
   df:stats           hash: counters for /metrics
-  df:live            sorted set: running job id -> time of its last sign of life (progress, heartbeat)
+  df:live            sorted set: queued or running job id -> time of its last sign of life (progress, heartbeat)
 """
 
 from __future__ import annotations
