@@ -613,9 +613,11 @@ def test_retention_zero_delivers_the_reply_then_keeps_nothing(mesonet_store, tmp
         media.close()
 
 
-def test_a_check_whose_worker_froze_is_failed_with_a_sentence(mesonet_store, tmp_path):
-    """A task that gives no sign of life (its pool process frozen mid-download) for the stale
-    limit is failed by the worker's housekeeping, with a sentence; its late result is dropped."""
+def test_a_running_check_whose_task_is_gone_is_failed_with_a_sentence(mesonet_store, tmp_path):
+    """A running check with no sign of life (its pool process frozen mid-download) is left to
+    the redelivery while its message is held unacknowledged; once the message is gone too
+    (the task will never run again), the worker's housekeeping fails it with a sentence, and
+    the late task, thawed, changes nothing."""
     import os
     import signal
 
@@ -626,7 +628,7 @@ def test_a_check_whose_worker_froze_is_failed_with_a_sentence(mesonet_store, tmp
                                  shared("media", "unlabeled", "obama.jpg").read_bytes())
     media.delays["/slow.jpg"] = 3.0
     try:
-        with run_stack(tmp_path, mesonet_store, DEEPFAKE_STALE_AFTER_S="6",
+        with run_stack(tmp_path, mesonet_store, DEEPFAKE_STALE_AFTER_S="3",
                        DEEPFAKE_HOUSEKEEPING_EVERY_S="1") as svc:
             token = svc.token("frozen")
             job_id = submit(svc, token, media.url("/slow.jpg")).json()["id"]
@@ -638,6 +640,10 @@ def test_a_check_whose_worker_froze_is_failed_with_a_sentence(mesonet_store, tmp
             for pid in pool:  # the pool freezes; the worker's main process (and its housekeeping) runs on
                 os.kill(pid, signal.SIGSTOP)
             try:
+                time.sleep(6)  # twice the stale limit, silent: but its message is held (redelivery's case)
+                assert svc.redis.hget(f"df:job:{job_id}", "state") == "running"
+                held = [t for t, m in svc.redis.hgetall("unacked").items() if job_id in m]
+                assert held and svc.redis.hdel("unacked", *held)  # the message is gone: so is the task
                 view = wait_done(svc, token, job_id, timeout=60)
             finally:
                 for pid in pool:
