@@ -108,15 +108,19 @@ export async function call(settings, path, init = {}) {
   return body;
 }
 
-export function submitUrl(settings, url) {
-  return call(settings, "v1/checks", { method: "POST", headers: { "Content-Type": "application/json" },
-                                       body: JSON.stringify({ url }) });
+// idemKey: the same key on a retry finds the check the first attempt created (its answer
+// may have been lost when the browser closed mid-request).
+export function submitUrl(settings, url, idemKey) {
+  return call(settings, "v1/checks", { method: "POST", body: JSON.stringify({ url }),
+                                       headers: { "Content-Type": "application/json",
+                                                  ...(idemKey ? { "Idempotency-Key": idemKey } : {}) } });
 }
 
-export function submitFile(settings, blob, filename) {
+export function submitFile(settings, blob, filename, idemKey) {
   const form = new FormData();
   form.append("file", blob, filename);
-  return call(settings, "v1/checks", { method: "POST", body: form });
+  return call(settings, "v1/checks", { method: "POST", body: form,
+                                       headers: idemKey ? { "Idempotency-Key": idemKey } : {} });
 }
 
 export function getCheck(settings, id) {

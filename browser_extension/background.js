@@ -84,9 +84,12 @@ function label(url, kind) {
 export async function handleMenuClick(info, tab) {
   const target = targetOf(info, tab);
   const localId = crypto.randomUUID();
+  const idemKey = crypto.randomUUID();  // a resubmission after an interruption reuses it
+  const resubmit = /^https?:/i.test(target.url || "") ? target.url : null;  // bytes from a tab cannot be re-read
   await updateCheck(localId, { url: label(target.url, target.kind), kind: target.kind, pageTitle: tab && tab.title,
-                               state: "submitting", stage: "submitting" });
+                               state: "submitting", stage: "submitting", idemKey, resubmit });
   try { await chrome.action.openPopup(); } catch (e) { /* not allowed here: the notification tells */ }
+  submittingHere.add(localId);
   try {
     const settings = await getSettings();
     if (!settings.apiUrl || !settings.token) throw new ApiError("no-api");
@@ -94,9 +97,9 @@ export async function handleMenuClick(info, tab) {
     let view;
     if (target.url.startsWith("data:") || target.url.startsWith("blob:")) {
       const blob = await bytesOf(target.url, tab);
-      view = await submitFile(settings, blob, filenameFor(target.kind, blob));
+      view = await submitFile(settings, blob, filenameFor(target.kind, blob), idemKey);
     } else {
-      view = await submitUrl(settings, target.url);
+      view = await submitUrl(settings, target.url, idemKey);
     }
     await updateCheck(localId, { jobId: view.id, ...summarise(view) });
     if (view.state === "done" || view.state === "failed") await finished(localId);
@@ -104,6 +107,8 @@ export async function handleMenuClick(info, tab) {
   } catch (e) {
     await updateCheck(localId, { state: "failed", error: messageFor(e.code, e.detail) });
     await finished(localId);
+  } finally {
+    submittingHere.delete(localId);
   }
   return localId;
 }
@@ -145,10 +150,40 @@ async function pollLoop() {
   }
 }
 
-async function resumePending() {
-  const pending = (await loadChecks()).filter(c => c.jobId && !["done", "failed"].includes(c.state));
-  if (pending.length) startPolling();
+const submittingHere = new Set();  // submissions this worker instance is making right now
+let resuming = null;  // one resumption at a time (the wake-up, an alarm and a popup may all ask)
+function resumePending() {
+  resuming = resuming || doResume().finally(() => { resuming = null; });
+  return resuming;
 }
+
+async function doResume() {
+  // A submission this worker was making when it stopped (the browser closed mid-request):
+  // sent again with its idempotency key, it finds the check the first attempt created, or
+  // creates it if that attempt never arrived. Bytes read from a tab cannot be sent again.
+  // (A record without a key, from before keys, is left to show "no answer".)
+  const interrupted = (await loadChecks()).filter(c => c.state === "submitting" && !c.jobId && c.idemKey
+                                                     && !submittingHere.has(c.localId));
+  for (const c of interrupted) {
+    if (!c.resubmit) {
+      await updateCheck(c.localId, { state: "failed", error: INTERRUPTED });
+      await finished(c.localId);
+      continue;
+    }
+    try {
+      const view = await submitUrl(await getSettings(), c.resubmit, c.idemKey);
+      await updateCheck(c.localId, { jobId: view.id, ...summarise(view) });
+      if (view.state === "done" || view.state === "failed") await finished(c.localId);
+    } catch (e) {
+      if (PASSING.includes(e.code)) continue;  // the service is away: tried again at the next wake-up
+      await updateCheck(c.localId, { state: "failed", error: messageFor(e.code, e.detail) });
+      await finished(c.localId);
+    }
+  }
+  const pending = (await loadChecks()).filter(c => c.jobId && !["done", "failed"].includes(c.state));
+  if (pending.length || interrupted.some(c => c.resubmit)) startPolling();
+}
+const INTERRUPTED = "The check was interrupted before it reached the service (the browser closed); please check it again.";
 
 async function finished(localId) {
   const c = (await loadChecks()).find(x => x.localId === localId);

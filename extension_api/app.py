@@ -121,7 +121,7 @@ async def cors_middleware(request: web.Request, handler):
             return web.Response(status=403)
         resp = web.Response(status=204)
         resp.headers.update({"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                             "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+                             "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, Idempotency-Key",
                              "Access-Control-Max-Age": "600"})
     else:
         resp = await handler(request)
@@ -220,8 +220,36 @@ async def _json_body(request: web.Request):
                          'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
 
 
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as the IETF draft's keys are
+
+
 async def create_check(request: web.Request) -> web.Response:
+    """A new check. With an ``Idempotency-Key`` header, a retry of a submission whose answer
+    was lost (a browser closed mid-request) gets the check the first attempt created."""
     owner = await authorise(request, "submit")
+    store = request.app[STORE]
+    idem = request.headers.get("Idempotency-Key")
+    if idem is None:
+        return await _create_check(request, owner)
+    if not IDEMPOTENCY_KEY.match(idem):
+        raise ApiProblem(400, "bad-request", "The Idempotency-Key is malformed",
+                         "Send 1 to 128 printable ASCII characters, e.g. a UUID.")
+    earlier = await store.claim_idempotency(owner, idem)
+    if earlier:
+        rec = await store.get(earlier)
+        if rec:
+            return web.json_response(job_view(rec, base_url(request), "shared"), status=200,
+                                     headers={"Location": f"/v1/checks/{earlier}", "Idempotent-Replayed": "true"})
+    try:
+        resp = await _create_check(request, owner)
+    except BaseException:  # nothing was created: a retry with the key may try again
+        await store.release_idempotency(owner, idem)
+        raise
+    await store.remember_idempotency(owner, idem, resp.headers["Location"].rsplit("/", 1)[1])
+    return resp
+
+
+async def _create_check(request: web.Request, owner: str) -> web.Response:
     store = request.app[STORE]
     if request.content_type.startswith("multipart/"):
         job_id, how = await _create_from_upload(request, owner)

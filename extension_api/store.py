@@ -3,6 +3,8 @@ tokens and rate limits. Key names and URL normalisation are in :mod:`worker.keys
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -143,6 +145,39 @@ class ApiStore:
 
     async def _claim_url(self, url_key: str, expected: str | None, job_id: str, ttl: int) -> bool:
         return bool(await self.r.eval(self._CLAIM, 1, url_key, expected or "", job_id, ttl))
+
+    # -- idempotent submissions ------------------------------------------------------------
+    IDEM_PENDING = "-"
+    IDEM_WAIT_S = 10.0
+
+    def _idem_key(self, owner: str, key: str) -> str:
+        return f"df:idem:{owner}:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+    async def claim_idempotency(self, owner: str, key: str) -> str | None:
+        """None: this request creates the check (the key is now held). Else the id of the
+        check an earlier request with this key created (waiting for it while it is created)."""
+        k = self._idem_key(owner, key)
+        if await self.r.set(k, self.IDEM_PENDING, nx=True, ex=60):
+            return None
+        deadline = time.monotonic() + self.IDEM_WAIT_S
+        while True:
+            got = await self.r.get(k)
+            if got is None:  # the first attempt failed and let go: this one creates
+                if await self.r.set(k, self.IDEM_PENDING, nx=True, ex=60):
+                    return None
+            elif got != self.IDEM_PENDING:
+                return got
+            if time.monotonic() > deadline:
+                raise ApiProblem(409, "submission-in-progress", "This submission is still being made",
+                                 "A request with the same Idempotency-Key has not finished; try again shortly.",
+                                 headers={"Retry-After": "2"})
+            await asyncio.sleep(0.1)
+
+    async def remember_idempotency(self, owner: str, key: str, job_id: str) -> None:
+        await self.r.set(self._idem_key(owner, key), job_id, ex=self.s.live_ttl())
+
+    async def release_idempotency(self, owner: str, key: str) -> None:
+        await self.r.delete(self._idem_key(owner, key))
 
     async def forget(self, job_id: str, normalised: str | None = None) -> None:
         """Remove a job that was never queued (and the URL's pointer to it)."""

@@ -331,3 +331,83 @@ def test_history_rows_have_date_verdict_colour_selection_and_a_clear_button(brow
     left = sw_of(ctx).evaluate("chrome.storage.local.get('checks').then(x => x.checks.map(c => c.localId))")
     assert left == ["stuck"]  # an unfinished check stays
     page.close()
+
+
+def test_a_submission_interrupted_by_a_stopped_service_worker_ends_with_one_check(browser, service, media):
+    """The service worker stops while its POST /v1/checks is in flight (the server has the
+    check, the answer is lost): when it wakes, it sends the submission again with the same
+    idempotency key, finds that check, and shows its result. The server made one check."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    ctx, ext_id = browser
+    seen = {"posts": 0, "keys": []}
+
+    class Proxy(BaseHTTPRequestHandler):  # the API, with the first submission's answer held back
+        def _forward(self, method):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            r = requests.request(method, service.base + self.path, data=body, headers=headers, timeout=60)
+            if method == "POST" and self.path == "/v1/checks":
+                seen["posts"] += 1
+                seen["keys"].append(self.headers.get("Idempotency-Key"))
+                if seen["posts"] == 1:
+                    time.sleep(15)  # the worker is stopped meanwhile; this answer reaches no one
+            self.send_response(r.status_code)
+            for k, v in r.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(r.content)))
+            self.end_headers()
+            self.wfile.write(r.content)
+
+        def do_GET(self):
+            self._forward("GET")
+
+        def do_POST(self):
+            self._forward("POST")
+
+        def do_OPTIONS(self):
+            self._forward("OPTIONS")
+
+        def log_message(self, *a):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        configure(ctx, ext_id, f"http://127.0.0.1:{proxy.server_address[1]}", service.token("extension-interrupt"))
+        media.routes["/v/interrupted.mp4"] = media.routes["/v/film.mp4"]
+        helper = ctx.new_page()
+        helper.goto(f"chrome-extension://{ext_id}/options.html")
+        sw = sw_of(ctx)
+        info = {"menuItemId": "check-deepfake", "editable": False, "frameId": 0, "mediaType": "video",
+                "srcUrl": media.url("/v/interrupted.mp4")}
+        sw.evaluate("([info, tab]) => { self.handleMenuClick(info, tab); }", [info, PAGE_TAB])  # not awaited
+        deadline = time.monotonic() + 30
+        while seen["posts"] < 1:
+            assert time.monotonic() < deadline, "the submission never reached the service"
+            time.sleep(0.05)
+        cdp = ctx.new_cdp_session(helper)
+        cdp.send("ServiceWorker.enable")
+        cdp.send("ServiceWorker.stopAllWorkers")
+        time.sleep(1)
+        checks = helper.evaluate("() => chrome.storage.local.get('checks').then(({checks}) => checks)")
+        mine = [c for c in checks if c.get("resubmit") == info["srcUrl"]]
+        assert len(mine) == 1 and mine[0]["state"] == "submitting" and not mine[0].get("jobId")
+        page = result_view(ctx, ext_id, mine[0]["localId"])  # wakes the worker, which resubmits
+        page.wait_for_selector(".card[data-state=done]", timeout=240000)
+        assert page.text_content(".verdict")
+        # sent again on waking (a wake-up may send it more than once): always with the first key
+        assert seen["posts"] >= 2 and len(set(seen["keys"])) == 1 and seen["keys"][0]
+        jobs = [k for k in service.redis.keys("df:job:*") if service.redis.hget(k, "input") == info["srcUrl"]]
+        assert len(jobs) == 1  # one check on the server, found again by the retry
+        assert media.requests.count("/v/interrupted.mp4") == 1
+        page.close()
+        helper.close()
+    finally:
+        proxy.shutdown()

@@ -812,3 +812,24 @@ def test_a_check_whose_message_was_lost_is_failed_and_one_waiting_in_the_queue_i
             assert not media.requests.count("/a.jpg")  # the lost check never ran
     finally:
         media.close()
+
+
+def test_a_retried_submission_with_its_idempotency_key_finds_the_first_check(service, media):
+    token = service.token("idempotent")
+    media.routes["/idem.mp4"] = media.routes["/clip.mp4"]
+    h = {**auth(token), "Idempotency-Key": "d5a1c0de-0000-4000-8000-000000000001"}
+    first = requests.post(service.base + "/v1/checks", json={"url": media.url("/idem.mp4"), "fresh": True},
+                          headers=h, timeout=30)
+    assert first.status_code == 202, first.text
+    again = requests.post(service.base + "/v1/checks", json={"url": media.url("/idem.mp4"), "fresh": True},
+                          headers=h, timeout=30)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]  # "fresh" would have made a second check
+    other = requests.post(service.base + "/v1/checks", json={"url": media.url("/idem.mp4"), "fresh": True},
+                          headers={**h, "Idempotency-Key": "another"}, timeout=30)
+    assert other.json()["id"] != first.json()["id"]
+    bad = requests.post(service.base + "/v1/checks", json={"url": media.url("/idem.mp4")},
+                        headers={**h, "Idempotency-Key": "x" * 200}, timeout=30)
+    assert_problem(bad, 400, "bad-request")
+    wait_done(service, token, first.json()["id"])
+    wait_done(service, token, other.json()["id"])
