@@ -138,7 +138,8 @@ export function summarise(view) {
       note: r.verdict_note || null,
       title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
         .map(w => w.message),
-      shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected })),
+      shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected,
+                                 people: (s.clusters || []).map(c => c.face_count) })),
     };
   }
   if (view.problem) out.error = messageFor(view.problem.code, view.problem.detail);
@@ -154,3 +155,14 @@ export function clock(s) {
 export function pct(score) {
   return score === null || score === undefined ? "no face" : `${Math.round(score * 100)}%`;
 }
+
+// "16 faces" reads as 16 people; it is 16 sightings of one. A shot's faces as people.
+export function facesText(shot, kind = "video") {
+  const people = shot.people || [];
+  if (!shot.faces) return "no face";
+  if (kind !== "video") return `${shot.faces} face${shot.faces === 1 ? "" : "s"}`;  // a photo: each face a person
+  if (!people.length) return `${shot.faces} brief face${shot.faces === 1 ? "" : "s"}, not scored`;
+  const who = people.length === 1 ? "1 person" : `${people.length} people`;
+  return `${who}, seen in ${people.join(" + ")} frame${people.reduce((a, b) => a + b, 0) === 1 ? "" : "s"}`;
+}
+

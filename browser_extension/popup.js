@@ -1,4 +1,4 @@
-import { STAGES, barWidth, clock, getSettings, pct } from "./api.js";
+import { STAGES, barWidth, clock, facesText, getSettings, pct } from "./api.js";
 
 const BANDS = { likely_authentic: "Likely authentic", uncertain: "Uncertain",
                 likely_manipulated: "Likely manipulated", inconclusive: "Inconclusive" };
@@ -46,7 +46,7 @@ function detail(c) {
   const rows = r.shots.map(s => el("tr", {},
     el("td", { text: r.kind === "video" ? `Shot ${s.index + 1}` : "Image" }),
     el("td", { text: r.kind === "video" ? `${clock(s.start)}–${clock(s.end)}` : "" }),
-    el("td", { text: `${s.faces} face${s.faces === 1 ? "" : "s"}` }),
+    el("td", { text: facesText(s, r.kind) }),
     el("td", { class: "shot-score", text: pct(s.score) })));
   card.append(el("table", { class: "shots" }, ...rows));
   if (c.links && c.links.gallery) card.append(el("img", { class: "gallery", src: c.links.gallery, alt: "Gallery of the shots" }));

@@ -3,6 +3,7 @@ system browser), against the real API, Redis and worker on 127.0.0.1. The contex
 handler is called with the same info object Chromium passes to ``contextMenus.onClicked``."""
 
 import base64
+import json
 import shutil
 
 import pytest
@@ -220,6 +221,13 @@ def test_video_check_shows_score_shots_and_gallery(browser, service, media):
     rows = page.query_selector_all("table.shots tr")
     assert rows and page.text_content("table.shots tr td") == "Shot 1"
     assert "0:00.0–0:10.0" in page.text_content("table.shots")
+    # one person seen in several frames, not "N faces" (which reads as N people)
+    job_id = page.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                           "checks.find(c => c.localId === id).jobId)", local_id)
+    shot = json.loads(service.redis.hget(f"df:job:{job_id}", "report"))["shots"][0]
+    counts = [c["face_count"] for c in shot["clusters"]]
+    who = "1 person" if len(counts) == 1 else f"{len(counts)} people"
+    assert f"{who}, seen in {' + '.join(map(str, counts))} frames" in page.text_content("table.shots")
     assert page.get_attribute("a[href*='/r/']", "href").startswith(service.base)
     page.screenshot(path=str(ART / "extension_result.png"), full_page=True)
     page.close()
