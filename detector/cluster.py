@@ -9,9 +9,9 @@ import math
 import numpy as np
 
 
-def connected_components(embeddings: np.ndarray, max_distance: float) -> np.ndarray:
-    """A component label per row: faces are joined when their distance <= max_distance."""
-    n = len(embeddings)
+def components(n: int, pairs) -> np.ndarray:
+    """A component label per node 0..n-1 of the graph with edges ``pairs`` (union-find),
+    numbered in order of each component's first node."""
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -20,18 +20,24 @@ def connected_components(embeddings: np.ndarray, max_distance: float) -> np.ndar
             i = parent[i]
         return i
 
-    if n > 1:
-        e = embeddings.astype(np.float64)
-        sq = (e * e).sum(1)
-        d2 = sq[:, None] + sq[None, :] - 2 * e @ e.T
-        ii, jj = np.nonzero(np.triu(d2 <= max_distance ** 2, k=1))
-        for i, j in zip(ii, jj):
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
+    for i, j in pairs:
+        ri, rj = find(int(i)), find(int(j))
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
     roots = [find(i) for i in range(n)]
     relabel = {r: k for k, r in enumerate(dict.fromkeys(roots))}
     return np.array([relabel[r] for r in roots], dtype=np.int64)
+
+
+def connected_components(embeddings: np.ndarray, max_distance: float) -> np.ndarray:
+    """A component label per row: faces are joined when their distance <= max_distance."""
+    n = len(embeddings)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    e = embeddings.astype(np.float64)
+    sq = (e * e).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2 * e @ e.T
+    return components(n, zip(*np.nonzero(np.triu(d2 <= max_distance ** 2, k=1))))
 
 
 def min_cluster_size(sampled_frames: int, fraction: float) -> int:

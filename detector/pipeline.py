@@ -178,7 +178,7 @@ class Analyzer:
         with timer("probe"):
             info = probe(fetched.path, s.max_duration_s,
                          Limits(s.face_min_size, s.max_image_pixels, s.max_video_pixels))
-        faces, sampled, thumbs, spans = self._detect(fetched.path, info, progress, timer)
+        faces, sampled, thumbs, spans, decoded = self._detect(fetched.path, info, progress, timer)
 
         progress(ProgressEvent("clustering", "Grouping faces by person",
                                counts={"shots": len(spans), "faces": len(faces)}))
@@ -220,7 +220,7 @@ class Analyzer:
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
         places = [ScoredFace(k, c, faces[i].member_logits, faces[i].frame_index, faces[i].box) for k in clusters
                   for c, cl in enumerate(clusters[k]) for i in cl]
-        return Analysis(report, png, members, scored, places, self.frames_decoded)
+        return Analysis(report, png, members, scored, places, decoded)
 
     def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """The frames to look at, as events: ``("early", index, RGB)`` for a frame the sampler
@@ -241,9 +241,8 @@ class Analyzer:
         if s.decode == "one-pass":
             progress(ProgressEvent("segmenting", "Reading the video: shots and faces in one pass"))
             overlap = s.overlap(self.device)
-            scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold,
-                             expected_frames=info.frame_count if overlap else None)
-            events = Prefetch(scan.events()) if overlap else scan.events()
+            scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold, info.frame_count)
+            events = Prefetch(scan.events(early=True)) if overlap else scan.events(early=False)
             return events, lambda: scan.spans, lambda: scan.frames_decoded
         progress(ProgressEvent("segmenting", "Splitting the video into shots"))
         with timer("shots"):
@@ -327,8 +326,7 @@ class Analyzer:
                 thumbs[-1 - shot] = small
             for d, e, ctx, shown, cut in found:
                 faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
-        self.frames_decoded = decoded()
-        return faces, sampled, thumbs, spans
+        return faces, sampled, thumbs, spans, decoded()
 
     def _cluster(self, faces: list[_Face], spans: list[ShotSpan], sampled: list[int], timer: _Timer):
         """Each shot's kept clusters (face indices) and how many it dropped. ``all``: every

@@ -89,9 +89,9 @@ class VideoScan:
         return [ShotSpan(sp.start_frame + start, sp.end_frame + start)
                 for sp in merge_short([c - start for c in cuts], strengths, end - start, self.min_len)]
 
-    def _plan(self, run: list[_Stretch], now: int) -> set[int]:
-        """The frames from ``now`` on that the sampler takes if no further cut comes."""
-        end = self.expected_frames
+    def _plan(self, run: list[_Stretch], now: int, end: int | None) -> set[int]:
+        """The frames from ``now`` on that the sampler takes if the video ends at ``end``
+        with no further cut."""
         if not end or end <= now:
             return set()
         return {i for sp in self._shots(run, end) if sp.end_frame > now
@@ -130,14 +130,10 @@ class VideoScan:
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(shot, index, RGB)`` for every sampled frame, each once a shot settles."""
-        saved, self.expected_frames = self.expected_frames, None
-        try:
-            for _, shot, idx, rgb in self.events():
-                yield shot, idx, rgb
-        finally:
-            self.expected_frames = saved
+        for _, shot, idx, rgb in self.events(early=False):
+            yield shot, idx, rgb
 
-    def events(self) -> Iterator[tuple]:
+    def events(self, early: bool = True) -> Iterator[tuple]:
         """``("early", index, RGB)`` for a frame the sampler will take if no further cut
         comes, as it streams by, and ``("frame", shot, index, RGB or None)`` for every frame
         it does take, once its shot settles (None: the frame was handed on early)."""
@@ -147,7 +143,8 @@ class VideoScan:
         self._early: dict[int, np.ndarray] = {}  # handed on early -> its signature
         cap = cv2.VideoCapture(str(self.path))
         run = [_Stretch(0)]
-        plan = self._plan(run, 0)
+        planned_end = self.expected_frames if early else None
+        plan = self._plan(run, 0, planned_end)
         prev_hsv = None
         idx = 0
         try:
@@ -169,7 +166,7 @@ class VideoScan:
                         run[-1].end = idx
                         run.append(_Stretch(idx))
                         yield from self._maybe_settle(run)
-                        plan = self._plan(run, idx)
+                        plan = self._plan(run, idx, planned_end)
                 prev_hsv = hsv
                 self._keep(run[-1], idx, bgr)
                 if idx in plan:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .cluster import components
+
 
 MIN_IOU = 0.3
 MAX_GAP = 1  # sampled frames a track may miss and still continue
@@ -81,14 +83,7 @@ def group_tracks(frames: Sequence[int], track: Sequence[int],
         members[track[i]].append(i)
     seen = [{frames[i] for i in m} for m in members]
     open_pairs = [(a, b) for a in range(n_tracks) for b in range(a + 1, n_tracks) if not seen[a] & seen[b]]
-    parent = list(range(n_tracks))
-
-    def find(t: int) -> int:
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
-
+    joined = []
     embedded = 0
     if open_pairs:
         need = sorted({t for pair in open_pairs for t in pair})
@@ -99,11 +94,7 @@ def group_tracks(frames: Sequence[int], track: Sequence[int],
         for a, b in open_pairs:
             ea = np.stack([emb[i] for i in picked[a]])
             eb = np.stack([emb[i] for i in picked[b]])
-            d2 = ((ea[:, None, :] - eb[None, :, :]) ** 2).sum(-1)
-            if d2.min() <= max_distance ** 2:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(t) for t in range(n_tracks)]
-    relabel = {r: k for k, r in enumerate(dict.fromkeys(roots))}
-    return [relabel[roots[t]] for t in track], embedded
+            if ((ea[:, None, :] - eb[None, :, :]) ** 2).sum(-1).min() <= max_distance ** 2:
+                joined.append((a, b))
+    person = components(n_tracks, joined)
+    return [int(person[t]) for t in track], embedded

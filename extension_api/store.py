@@ -141,8 +141,6 @@ class ApiStore:
     return 0
     """
 
-    _DROP = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
     async def _claim_url(self, url_key: str, expected: str | None, job_id: str, ttl: int) -> bool:
         return bool(await self.r.eval(self._CLAIM, 1, url_key, expected or "", job_id, ttl))
 
@@ -184,7 +182,7 @@ class ApiStore:
         await self.r.delete(keys.job(job_id), keys.events(job_id), keys.readers(job_id))
         await self.r.zrem(keys.LIVE, job_id)
         if normalised:  # only if it still points here (another request may have replaced it)
-            await self.r.eval(self._DROP, 1, keys.url_key(normalised), job_id)
+            await self.r.eval(keys.DELETE_IF_EQUAL, 1, keys.url_key(normalised), job_id)
 
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}

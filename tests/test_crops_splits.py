@@ -57,7 +57,7 @@ def test_each_member_gets_its_own_crop_of_one_detection(two_margin_analyzer, tmp
     from detector.probe import probe
 
     info = probe(path, 60)
-    faces, _, _, _ = an._detect(path, info, lambda e: None, _Timer())
+    faces, *_ = an._detect(path, info, lambda e: None, _Timer())
     assert len(faces) == 1
     f = faces[0]
     specs = {m.member.name: m.crop for m in an.ensemble.members}

@@ -24,7 +24,6 @@ from .settings import ServiceSettings
 
 EVENTS_MAXLEN = 1000
 OUTAGE_RETRIES = 20  # backoff 0.1 s doubling to 2 s: about 30 s of outage ridden out
-_DROP_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +37,7 @@ class JobStore:
         self.r = client or redis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
             # A Redis restart or a short outage mid-job: each command is tried again for about
-            # OUTAGE_RIDE_S, so the task carries on and ends its job instead of dying half-written.
+            # 30 s (OUTAGE_RETRIES), so the task carries on and ends its job instead of dying half-written.
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), OUTAGE_RETRIES),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
@@ -76,7 +75,7 @@ class JobStore:
             if not self.settings.keeps_results:  # the URL's pointer served in-flight sharing only
                 url = self.r.hget(keys.job(job_id), "normalised_url")
                 if url:
-                    p.eval(_DROP_IF_MINE, 1, keys.url_key(url), job_id)
+                    p.eval(keys.DELETE_IF_EQUAL, 1, keys.url_key(url), job_id)
         elif state == "running":
             p.zadd(keys.LIVE, {job_id: float(ev["ts"])})
         p.execute()

@@ -40,6 +40,9 @@ def sha_key(sha256: str) -> str:
     return f"df:sha:{sha256}"
 
 
+# Lua: delete KEYS[1] only if it still holds ARGV[1] (a URL pointer another job may have replaced)
+DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
 TOKENS = "df:tokens"
 LIVE = "df:live"
 STATS = "df:stats"

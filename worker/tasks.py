@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,16 +99,14 @@ def _start_housekeeping(**_):
 
     def loop():
         st = JobStore(SETTINGS)  # its own connection, in this thread
-        while not _stop_housekeeping.wait(SETTINGS.housekeeping_every_s):
+        while True:
+            time.sleep(SETTINGS.housekeeping_every_s)
             try:
                 st.housekeeping()
             except redis.RedisError as e:  # Redis away for a moment: the next round tries again
                 log.warning("housekeeping skipped: %s", e)
 
     threading.Thread(target=loop, name="housekeeping", daemon=True).start()
-
-
-_stop_housekeeping = threading.Event()
 
 
 @contextmanager
