@@ -26,6 +26,13 @@ export const MESSAGES = {
   "timeout": "The check took too long; a shorter clip may work.",
   "no-trained-weights": "The service is not ready: its detectors are not installed.",
   "no-face": "No face was found, so there is no score. That says nothing about whether it is authentic.",
+  // bytes of a blob: video that the extension could not read from the page
+  "streamed-video": "This video is streamed to the player in pieces, so there is no file to read from the page. "
+                    + "Check the page's link instead: the service fetches the video from there.",
+  "embedded-player": "This video plays in a player embedded from another site, which the extension may not read. "
+                     + "Check the player's address or the page's link instead.",
+  "blob-gone": "The page no longer holds this video (it was replaced or removed). Check the page's link instead.",
+  "page-unreadable": "The extension could not read this video from the page. Check the page's link instead.",
 };
 
 export const STAGES = {
@@ -138,18 +145,50 @@ export function summarise(view) {
       note: r.verdict_note || null,
       title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
         .map(w => w.message),
+      medium: mediumOf(r),
       shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected,
-                                 people: (s.clusters || []).map(c => c.face_count) })),
+                                 people: (s.clusters || []).map(c => c.face_count),
+                                 thumbs: thumbsOf(s) })),
     };
   }
   if (view.problem) out.error = messageFor(view.problem.code, view.problem.detail);
   return out;
 }
 
+// The people of a shot as the popup shows them: their face thumbnails (the report's, small
+// JPEGs), most suspicious first, at most THUMBS_PER_SHOT of them.
+export const THUMBS_PER_SHOT = 4;
+function thumbsOf(shot) {
+  return (shot.clusters || []).filter(c => c.thumbnail_jpeg_b64)
+    .sort((a, b) => b.score - a.score).slice(0, THUMBS_PER_SHOT)
+    .map(c => ({ src: `data:image/jpeg;base64,${c.thumbnail_jpeg_b64}`, score: c.score, frames: c.face_count }));
+}
+
+// Which medium was analysed: its name (a title, a file name, the link's last part) and shape.
+export function mediumOf(r) {
+  const src = r.source || {}, m = r.media || {};
+  let name = src.title || "";
+  if (!name && src.input && !/^https?:/i.test(src.input)) name = src.input;  // an uploaded file's name
+  if (!name && (src.url || src.input)) {
+    try { name = decodeURIComponent(new URL(src.url || src.input).pathname.split("/").filter(Boolean).pop() || ""); }
+    catch (e) { name = ""; }
+  }
+  const shape = m.kind === "video"
+    ? `video, ${m.width}×${m.height}, ${clock(m.duration_s || 0)}`
+    : `image, ${m.width}×${m.height}`;
+  return { name: name || (m.kind === "video" ? "a video" : "an image"), shape, url: src.url || null, via: src.via };
+}
+
 export function clock(s) {
   const m = Math.floor((s || 0) / 60);
   const sec = ((s || 0) - 60 * m).toFixed(1).padStart(4, "0");
   return `${m}:${sec}`;
+}
+
+// The score bands of detector/report.py (AUTHENTIC_BELOW, MANIPULATED_FROM), for one face.
+export function bandOf(score) {
+  if (score === null || score === undefined) return "inconclusive";
+  return score < 0.35 ? "likely_authentic" : score >= 0.65 ? "likely_manipulated" : "uncertain";
 }
 
 export function pct(score) {

@@ -19,6 +19,11 @@ chrome.contextMenus.onClicked.addListener((info, tab) => { handleMenuClick(info,
 chrome.alarms.onAlarm.addListener((alarm) => { if (alarm.name === ALARM) resumePending(); });
 chrome.runtime.onMessage.addListener((msg, _sender, reply) => {
   if (msg && msg.type === "resume") { resumePending(); reply({ ok: true }); }
+  if (msg && msg.type === "check-link" && /^https?:/i.test(msg.url || "")) {  // an offer taken in the popup
+    handleMenuClick({ linkUrl: msg.url, pageUrl: msg.pageUrl }, { id: -1, url: msg.pageUrl, title: msg.pageTitle })
+      .then(localId => reply({ localId }));
+    return true;  // the answer comes after the check was created
+  }
 });
 chrome.notifications.onClicked.addListener((id) => {
   chrome.storage.local.get("checks").then(({ checks }) => {
@@ -55,18 +60,47 @@ function targetOf(info, tab) {
   return { url: info.pageUrl || (tab && tab.url), kind: "page" };
 }
 
-async function bytesOf(url, tab) {
-  // data: URLs are read here; blob: URLs belong to the page, so they are read there.
+// What works when the bytes behind a blob: URL cannot be read: links the service can open
+// (it hands them to yt-dlp), the embedded player's own address first.
+function offersFor(info, tab) {
+  const out = [];
+  const page = info.pageUrl || (tab && tab.url);
+  if (info.frameUrl && info.frameUrl !== page && /^https?:/i.test(info.frameUrl))
+    out.push({ url: info.frameUrl, text: `Check the player's address (${hostOf(info.frameUrl)})` });
+  if (page && /^https?:/i.test(page)) out.push({ url: page, text: "Check the page's link instead" });
+  return out;
+}
+
+function hostOf(url) {
+  try { return new URL(url).host; } catch (e) { return url; }
+}
+
+async function bytesOf(url, tab, info) {
+  // data: URLs are read here; blob: URLs belong to the document that made them, so they are
+  // read there: the frame the menu was opened in (an embedded player may be another site).
   if (url.startsWith("data:")) return await (await fetch(url)).blob();
-  const [{ result }] = await chrome.scripting.executeScript({
-    target: { tabId: tab.id }, world: "MAIN",
-    func: async (u) => {
-      const b = await (await fetch(u)).blob();
-      return await new Promise((ok) => { const r = new FileReader(); r.onload = () => ok(r.result); r.readAsDataURL(b); });
-    },
-    args: [url],
-  });
-  return await (await fetch(result)).blob();
+  let answers;
+  try {
+    answers = await chrome.scripting.executeScript({
+      target: { tabId: tab.id, frameIds: [info.frameId || 0] }, world: "MAIN",
+      func: async (u) => {
+        try {
+          const b = await (await fetch(u)).blob();
+          return { data: await new Promise((ok) => { const r = new FileReader(); r.onload = () => ok(r.result); r.readAsDataURL(b); }) };
+        } catch (e) {
+          // A MediaSource's URL names no file: the player streams the video in pieces.
+          const playing = [...document.querySelectorAll("video, audio")].some(v => v.src === u || v.currentSrc === u);
+          return { error: playing ? "streamed-video" : "blob-gone" };
+        }
+      },
+      args: [url],
+    });
+  } catch (e) {  // no access to that frame (an embedded player from another site)
+    throw new ApiError(info.frameId ? "embedded-player" : "page-unreadable", String(e && e.message || e));
+  }
+  const result = answers && answers[0] && answers[0].result;
+  if (!result || result.error) throw new ApiError((result && result.error) || "page-unreadable");
+  return await (await fetch(result.data)).blob();
 }
 
 function filenameFor(kind, blob) {
@@ -96,7 +130,7 @@ export async function handleMenuClick(info, tab) {
     if (!target.url) throw new ApiError("unsupported-url");
     let view;
     if (target.url.startsWith("data:") || target.url.startsWith("blob:")) {
-      const blob = await bytesOf(target.url, tab);
+      const blob = await bytesOf(target.url, tab, info);
       view = await submitFile(settings, blob, filenameFor(target.kind, blob), idemKey);
     } else {
       view = await submitUrl(settings, target.url, idemKey);
@@ -105,7 +139,8 @@ export async function handleMenuClick(info, tab) {
     if (view.state === "done" || view.state === "failed") await finished(localId);
     else startPolling();
   } catch (e) {
-    await updateCheck(localId, { state: "failed", error: messageFor(e.code, e.detail) });
+    const offers = OFFERED.includes(e.code) ? offersFor(info, tab) : [];
+    await updateCheck(localId, { state: "failed", error: messageFor(e.code, e.detail), offers });
     await finished(localId);
   } finally {
     submittingHere.delete(localId);
@@ -183,6 +218,8 @@ async function doResume() {
   const pending = (await loadChecks()).filter(c => c.jobId && !["done", "failed"].includes(c.state));
   if (pending.length || interrupted.some(c => c.resubmit)) startPolling();
 }
+// Bytes that could not be read from the page: the popup offers links the service can open.
+const OFFERED = ["streamed-video", "embedded-player", "blob-gone", "page-unreadable"];
 const INTERRUPTED = "The check was interrupted before it reached the service (the browser closed); please check it again.";
 
 async function finished(localId) {

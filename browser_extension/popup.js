@@ -1,4 +1,4 @@
-import { STAGES, barWidth, clock, facesText, getSettings, pct } from "./api.js";
+import { STAGES, bandOf, barWidth, clock, facesText, getSettings, pct } from "./api.js";
 
 const BANDS = { likely_authentic: "Likely authentic", uncertain: "Uncertain",
                 likely_manipulated: "Likely manipulated", inconclusive: "Inconclusive" };
@@ -15,11 +15,35 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// A link as a line that breaks in its path, never inside the host name.
+export function urlLine(url, title) {
+  const line = el("div", { class: "url" });
+  if (title) line.append(el("span", { class: "title", text: `${title} — ` }));
+  let u = null;
+  try { u = /^https?:/i.test(url || "") ? new URL(url) : null; } catch (e) { u = null; }
+  if (!u) { line.append(el("span", { class: "path", text: url || "" })); return line; }
+  line.append(el("span", { class: "host", text: u.host }),
+              el("span", { class: "path", text: `${u.pathname}${u.search}`.replace(/^\/$/, "") }));
+  return line;
+}
+
+async function takeOffer(c, offer) {
+  const { localId } = await chrome.runtime.sendMessage({ type: "check-link", url: offer.url,
+                                                         pageUrl: c.pageUrl || null, pageTitle: c.pageTitle || null });
+  selected = localId;
+  render();
+}
+
 function detail(c) {
   const card = el("div", { class: "card", "data-state": c.state });
-  card.append(el("div", { class: "url", text: c.pageTitle && c.kind === "page" ? `${c.pageTitle} — ${c.url}` : c.url }));
+  card.append(urlLine(c.url, c.pageTitle && c.kind === "page" ? c.pageTitle : null));
   if (c.state === "failed") {
     card.append(el("div", { class: "error", text: c.error || "The check failed." }));
+    for (const offer of c.offers || []) {
+      const b = el("button", { class: "offer", text: offer.text });
+      b.addEventListener("click", () => takeOffer(c, offer));
+      card.append(b);
+    }
     return card;
   }
   if (c.state !== "done") {
@@ -35,6 +59,8 @@ function detail(c) {
     return card;
   }
   const r = c.report;
+  if (r.medium) card.append(el("div", { class: "medium" }, el("b", { text: r.medium.name }),
+                                el("span", { class: "muted", text: ` · ${r.medium.shape}` })));
   const band = r.score === null || r.note ? "inconclusive" : r.verdict;
   const v = el("div", { class: `verdict band-${band}` },
     el("div", { class: "score", text: r.score === null ? "No score" : r.note ? BANDS.inconclusive : pct(r.score) }),
@@ -44,15 +70,31 @@ function detail(c) {
   if (c.seenBefore) card.append(el("div", { class: "muted", text: "Checked before; this is the stored result." }));
   for (const w of r.warnings || []) card.append(el("div", { class: "warn", text: w }));
   const rows = r.shots.map(s => el("tr", {},
-    el("td", { text: r.kind === "video" ? `Shot ${s.index + 1}` : "Image" }),
-    el("td", { text: r.kind === "video" ? `${clock(s.start)}–${clock(s.end)}` : "" }),
-    el("td", { text: facesText(s, r.kind) }),
+    el("td", { class: "shot-name" }, el("div", { text: r.kind === "video" ? `Shot ${s.index + 1}` : "Image" }),
+       r.kind === "video" ? el("div", { class: "muted", text: `${clock(s.start)}–${clock(s.end)}` }) : null),
+    el("td", {}, el("div", { class: "faces-text", text: facesText(s, r.kind) }), thumbs(s)),
     el("td", { class: "shot-score", text: pct(s.score) })));
   card.append(el("table", { class: "shots" }, ...rows));
-  if (c.links && c.links.gallery) card.append(el("img", { class: "gallery", src: c.links.gallery, alt: "Gallery of the shots" }));
+  if (r.kind === "video" && r.shots.length > 1)
+    card.append(el("div", { class: "muted", text: "A shot is a stretch of the video between two cuts." }));
+  if (c.links && c.links.gallery) {
+    // a preview of bounded height; the click opens the gallery full size in a tab
+    const open = el("a", { class: "gallery-link", href: c.links.gallery, target: "_blank",
+                           title: "Open the gallery full size" },
+      el("img", { class: "gallery", src: c.links.gallery, alt: "Gallery of the shots" }));
+    card.append(open, el("div", { class: "muted", text: "Click the gallery to see it full size." }));
+  }
   if (c.links && c.links.report_page)
     card.append(el("p", {}, el("a", { href: c.links.report_page, target: "_blank", text: "Full report" })));
   return card;
+}
+
+function thumbs(shot) {
+  if (!(shot.thumbs || []).length) return null;
+  return el("div", { class: "thumbs" }, ...shot.thumbs.map(t => {
+    return el("img", { src: t.src, alt: `face, ${pct(t.score)}`, class: `border-${bandOf(t.score)}`,
+                       title: `${pct(t.score)} (seen in ${t.frames} frame${t.frames === 1 ? "" : "s"})` });
+  }));
 }
 
 const STUCK_MS = 10 * 60 * 1000;  // no news for this long: the row says so instead of "…"

@@ -16,7 +16,8 @@ PAGE_TAB = {"id": -1, "url": "http://127.0.0.1/article", "title": "An article"}
 
 
 @pytest.fixture(scope="module")
-def browser(service, tmp_path_factory):
+def playwright():
+    """One Playwright for the module (two at once would share one event loop)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
@@ -24,16 +25,27 @@ def browser(service, tmp_path_factory):
 
     ART.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("profile")), executable_path=chromium, headless=True,
-            viewport={"width": 460, "height": 900},
-            args=[f"--disable-extensions-except={EXT}", f"--load-extension={EXT}", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run", "--disable-quic"])
-        sw = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
-        ext_id = sw.url.split("/")[2]
-        yield ctx, ext_id
-        ctx.close()
+        yield p, chromium
+
+
+def launch(playwright, ext, profile):
+    """Chromium with the unpacked extension at ``ext``: (context, extension id)."""
+    p, chromium = playwright
+    ctx = p.chromium.launch_persistent_context(
+        str(profile), executable_path=chromium, headless=True,
+        viewport={"width": 460, "height": 900},
+        args=[f"--disable-extensions-except={ext}", f"--load-extension={ext}", "--no-sandbox", "--disable-gpu",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--no-first-run", "--disable-quic"])
+    sw = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
+    return ctx, sw.url.split("/")[2]
+
+
+@pytest.fixture(scope="module")
+def browser(service, playwright, tmp_path_factory):
+    ctx, ext_id = launch(playwright, EXT, tmp_path_factory.mktemp("profile"))
+    yield ctx, ext_id
+    ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +231,7 @@ def test_video_check_shows_score_shots_and_gallery(browser, service, media):
     text = page.text_content(".card")
     assert "%" in text and "probability that the faces were manipulated" in text
     rows = page.query_selector_all("table.shots tr")
-    assert rows and page.text_content("table.shots tr td") == "Shot 1"
+    assert rows and page.text_content("table.shots tr td div") == "Shot 1"
     assert "0:00.0–0:10.0" in page.text_content("table.shots")
     # one person seen in several frames, not "N faces" (which reads as N people)
     job_id = page.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
@@ -419,3 +431,191 @@ def test_a_submission_interrupted_by_a_stopped_service_worker_ends_with_one_chec
         helper.close()
     finally:
         proxy.shutdown()
+
+
+# --- media the extension reads in the page: streamed videos, embedded players ----------
+@pytest.fixture(scope="module")
+def granted(service, playwright, tmp_path_factory):
+    """The extension as a right-click leaves it on a page at 127.0.0.1: activeTab grants the
+    tab's origin (here a host permission for it, which a test cannot get by clicking), and
+    webNavigation, only so that the test can name frames by their extension frame ids."""
+    ext = tmp_path_factory.mktemp("ext") / "browser_extension"
+    shutil.copytree(EXT, ext)
+    manifest = json.loads((ext / "manifest.json").read_text())
+    manifest["host_permissions"] = ["http://127.0.0.1/*"]
+    manifest["permissions"].append("webNavigation")
+    (ext / "manifest.json").write_text(json.dumps(manifest))
+    ctx, ext_id = launch(playwright, ext, tmp_path_factory.mktemp("profile2"))
+    yield ctx, ext_id
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def players(service, media):
+    """A second loopback server: embedded players, another origin than the pages."""
+    srv = LoopbackServer()
+    clip = shared("media", "devset", "videos", "film_fake.mp4").read_bytes()
+    srv.routes["/v/player.mp4"] = (200, {"Content-Type": "video/mp4"}, clip)
+    srv.routes["/player"] = (200, {"Content-Type": "text/html"}, (
+        b'<html><body><video id="v" muted><source src="/v/player.mp4" type="video/mp4"></video><script>'
+        b'fetch("/v/player.mp4").then(r => r.blob()).then(b => { const v = document.getElementById("v");'
+        b' v.src = URL.createObjectURL(b); document.title = "ready"; });</script></body></html>'))
+    streamed = media.url("/v/streamed.mp4")
+    media.routes["/v/streamed.mp4"] = media.routes["/v/film.mp4"]
+    media.routes["/stream"] = (200, {"Content-Type": "text/html"}, (
+        '<html><head><title>A streamed clip</title><meta property="og:video:type" content="video/mp4">'
+        f'<meta property="og:video" content="{streamed}"></head><body><video id="v" muted></video><script>'
+        'const ms = new MediaSource(); document.getElementById("v").src = URL.createObjectURL(ms);'
+        '</script></body></html>').encode())
+    for name, host in (("/embed", "localhost"), ("/embed-same-site", "127.0.0.1")):
+        media.routes[name] = (200, {"Content-Type": "text/html"}, (
+            f'<html><head><title>Embedded</title></head><body><p>An article</p>'
+            f'<iframe src="http://{host}:{srv.port}/player" width="400" height="300"></iframe></body></html>').encode())
+    yield srv
+    srv.close()
+
+
+def _tab_of(ctx, url):
+    """The extension's tab id of the tab showing ``url``."""
+    return sw_of(ctx).evaluate("(u) => chrome.tabs.query({}).then(ts => ts.find(t => t.url === u).id)", url)
+
+
+def _player_frame(ctx, page, tab_id):
+    """(extension frame id, URL, blob: src of its video) of the embedded player."""
+    frame = next(f for f in page.frames if f.url.endswith("/player"))
+    frame.wait_for_function("() => document.title === 'ready'", timeout=30000)
+    src = frame.evaluate("() => document.getElementById('v').src")
+    frames = sw_of(ctx).evaluate("(t) => chrome.webNavigation.getAllFrames({tabId: t})", tab_id)
+    fid = next(f["frameId"] for f in frames if f["url"] == frame.url)
+    return fid, frame.url, src
+
+
+def test_a_streamed_video_says_why_and_its_page_link_gives_a_result(granted, service, media, players):
+    ctx, ext_id = granted
+    configure(ctx, ext_id, service.base, service.token("extension-stream"))
+    page_url = media.url("/stream")
+    tab = ctx.new_page()
+    tab.goto(page_url)
+    src = tab.evaluate("() => document.getElementById('v').src")
+    assert src.startswith("blob:")
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url},
+                          {"id": _tab_of(ctx, page_url), "url": page_url, "title": "A streamed clip"})
+    view = result_view(ctx, ext_id, local_id, timeout=30)
+    view.wait_for_selector(".card[data-state=failed] .error")
+    assert "streamed to the player in pieces" in view.text_content(".error")
+    offers = view.query_selector_all("button.offer")
+    assert [o.text_content() for o in offers] == ["Check the page's link instead"]
+    assert media.requests.count("/stream") == 1  # only the browser's visit so far
+    offers[0].click()  # the page's link, which the service hands to yt-dlp
+    view.wait_for_selector(".card[data-state=done] .verdict", timeout=240000)
+    assert "%" in view.text_content(".verdict") or "Inconclusive" in view.text_content(".verdict")
+    assert media.requests.count("/stream") >= 2 and "/v/streamed.mp4" in media.requests  # the service read the page
+    checks = sw_of(ctx).evaluate("chrome.storage.local.get('checks').then(x => x.checks)")
+    assert [c["url"] for c in checks[:2]] == [page_url, "Video from the page (" + src[5:60] + ")"]
+    view.screenshot(path=str(ART / "extension_streamed.png"), full_page=True)
+    view.close()
+    tab.close()
+
+
+def test_an_embedded_player_is_read_in_its_frame_or_offered_by_its_address(granted, service, media, players):
+    ctx, ext_id = granted
+    configure(ctx, ext_id, service.base, service.token("extension-embed"))
+    # another origin (port) the extension may read: the bytes come from the player's frame
+    page_url = media.url("/embed-same-site")
+    tab = ctx.new_page()
+    tab.goto(page_url)
+    tab_id = _tab_of(ctx, page_url)
+    fid, frame_url, src = _player_frame(ctx, tab, tab_id)
+    assert fid != 0
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url, "frameId": fid,
+                                "frameUrl": frame_url}, {"id": tab_id, "url": page_url, "title": "Embedded"})
+    view = result_view(ctx, ext_id, local_id)
+    view.wait_for_selector(".card[data-state=done] .verdict")
+    assert view.text_content(".medium").startswith("video.mp4")  # the bytes' name: what was analysed
+    view.close()
+    tab.close()
+
+    # a player from a site the extension may not read: the sentence, and its address offered
+    page_url = media.url("/embed")
+    tab = ctx.new_page()
+    tab.goto(page_url)
+    tab_id = _tab_of(ctx, page_url)
+    fid, frame_url, src = _player_frame(ctx, tab, tab_id)
+    assert frame_url.startswith("http://localhost:")
+    local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url, "frameId": fid,
+                                "frameUrl": frame_url}, {"id": tab_id, "url": page_url, "title": "Embedded"})
+    view = result_view(ctx, ext_id, local_id, timeout=30)
+    view.wait_for_selector(".card[data-state=failed] .error")
+    assert "embedded from another site" in view.text_content(".error")
+    offers = view.query_selector_all("button.offer")
+    assert [o.text_content() for o in offers] == [f"Check the player's address (localhost:{players.port})",
+                                                  "Check the page's link instead"]
+    before = players.requests.count("/player")
+    offers[0].click()
+    view.wait_for_selector(".card[data-state=done] .verdict", timeout=240000)
+    assert players.requests.count("/player") > before  # the service fetched the player's page
+    assert "/v/player.mp4" in players.requests[before:]
+    view.close()
+    tab.close()
+
+
+def test_a_several_shot_result_and_a_portrait_video_fit_the_popup(browser, service, media, tmp_path):
+    """At the popup's size (420 px wide, at most 600 high): no horizontal scrolling, one
+    scrollbar (the page's), a gallery preview of bounded height that opens full size, the
+    faces of each shot as thumbnails, the medium named, a URL broken in its path only."""
+    import subprocess
+
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-fit"))
+    portrait = tmp_path / "portrait.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared("media", "devset", "videos", "anchor_real.mp4")),
+                    "-t", "4", "-vf", "crop=ih*9/16:ih,scale=540:960", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(portrait)],
+                   check=True)
+    media.routes["/v/hamilton-clip.mp4"] = (200, {"Content-Type": "video/mp4"},
+                                           shared("media", "unlabeled", "short_hamilton_clip.mp4").read_bytes())
+    media.routes["/v/portrait.mp4"] = (200, {"Content-Type": "video/mp4"}, portrait.read_bytes())
+    shots = click_menu(ctx, {"linkUrl": media.url("/v/hamilton-clip.mp4"), "pageUrl": media.url("/post")})
+    tall = click_menu(ctx, {"linkUrl": media.url("/v/portrait.mp4"), "pageUrl": media.url("/post")})
+    for local_id, name in ((shots, "several_shots"), (tall, "portrait")):
+        page = result_view(ctx, ext_id, local_id)
+        page.set_viewport_size({"width": 420, "height": 600})
+        # show this check (the newest is shown first; select it through its history row)
+        page.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                      "[...document.querySelectorAll('#history .row')][checks.findIndex(c => c.localId === id)].click())",
+                      local_id)
+        page.wait_for_selector(".card[data-state=done] img.gallery")
+        wait_until(page, "() => document.querySelector('img.gallery').complete && "
+                         "document.querySelector('img.gallery').naturalWidth > 100", timeout=30)
+        fit = page.evaluate("""() => {
+            const g = document.querySelector('img.gallery'), popup = document.querySelector('.popup');
+            const scrollers = [...document.querySelectorAll('*')].filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY));
+            return { docWidth: document.documentElement.scrollWidth, galleryH: g.getBoundingClientRect().height,
+                     galleryW: g.getBoundingClientRect().width, naturalH: g.naturalHeight,
+                     href: g.closest('a') && g.closest('a').href, target: g.closest('a') && g.closest('a').target,
+                     scrollers: scrollers.length, rows: document.querySelectorAll('table.shots tr').length,
+                     thumbRows: [...document.querySelectorAll('table.shots tr')].filter(r => r.querySelector('.thumbs img')).length,
+                     medium: document.querySelector('.medium').textContent,
+                     host: getComputedStyle(document.querySelector('.card .url .host')).whiteSpace };
+        }""")
+        page.screenshot(path=str(ART / f"extension_fit_{name}.png"), full_page=True)
+        assert fit["docWidth"] <= 420, fit  # no horizontal scrolling
+        assert fit["galleryH"] <= 222 and fit["galleryW"] <= 400, fit  # a bounded preview...
+        assert fit["href"].endswith("/gallery.png") or "/gallery" in fit["href"], fit
+        assert fit["target"] == "_blank"  # ...that opens full size
+        assert fit["scrollers"] == 0, fit  # no scroll box inside the popup's own scrolling
+        assert fit["host"] == "nowrap"
+        if name == "several_shots":
+            assert fit["rows"] >= 3 and fit["thumbRows"] >= 2, fit
+            assert fit["medium"].startswith("hamilton-clip.mp4 · video, 640×360")
+        else:
+            assert fit["naturalH"] > 222, fit  # the gallery itself is taller than the preview
+            assert fit["medium"].startswith("portrait.mp4 · video, 540×960"), fit
+            assert fit["thumbRows"] == 1
+        page.close()
+
+
+def test_the_popup_bands_are_the_reports():
+    from detector.report import AUTHENTIC_BELOW, MANIPULATED_FROM
+
+    api = (EXT / "api.js").read_text()
+    assert f"score < {AUTHENTIC_BELOW} ?" in api and f"score >= {MANIPULATED_FROM} ?" in api
