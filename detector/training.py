@@ -81,6 +81,12 @@ class DataSource(BaseModel):
     frames_per_video: int = 4  # face stage: frames sampled per video
     # faces = true: the crop convention these crops were made with (must be the run's crop)
     crop: CropSpec | None = None
+    # Rows whose face was narrower than this in its original frame (column ``width_column``)
+    # are not trained on; they stay on their validation, calibration and test sides. In
+    # ../shared/faces/dfdc every face under 100 px is real: trained on, "blurry" would mean
+    # "real" to the model.
+    train_min_width: float | None = None
+    width_column: str = "orig_crop_w"
 
 
 class TrainConfig(BaseModel):
@@ -92,6 +98,10 @@ class TrainConfig(BaseModel):
     data: list[DataSource]
     sbi_sources: list[DataSource] = Field(default_factory=list)  # real faces for pseudo-fakes only
     sbi_share: float = 0.5  # share of a batch's fakes that are Self-Blended Images
+    # The real-only sets also fill the real half of each batch, in the share they have of the
+    # SBI sources. False (how 2.0.0 was trained): they are seen only blended, so a face that
+    # merely looks like them (LFW: press photos) is a "fake" to the model.
+    sbi_sources_as_real: bool = True
     # The crop the member is trained and served on (None: the face-crop sources' own,
     # else the pipeline's square x1.3).
     crop: CropSpec | None = None
@@ -132,6 +142,7 @@ class Crops:
     images: np.ndarray  # (N, S, S, 3) uint8 RGB
     labels: np.ndarray  # (N,) 1 = fake
     groups: np.ndarray  # (N,) str
+    trainable: np.ndarray | None = None  # (N,) bool: False = never in a training batch (None: all)
 
 
 def _read_rows(src: DataSource, seed: int) -> list[dict]:
@@ -198,11 +209,12 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
     digest = hashlib.sha256(json.dumps([sha256_file(src.labels), src.faces, src.limit, src.frames_per_video,
                                         size, seed, crop]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"crops-{Path(src.labels).parent.name}-{digest}.npz"
+    rows = _read_rows(src, seed)
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
-        return Crops(z["images"], z["labels"], z["groups"])
-    rows = _read_rows(src, seed)
-    images, labels, groups = [], [], []
+        if "rows" in z.files:  # (caches written before train_min_width lack it: made again)
+            return Crops(z["images"], z["labels"], z["groups"], _trainable(src, rows, z["rows"]))
+    images, labels, groups, row_of = [], [], [], []
     for i, row in enumerate(rows):
         path = Path(src.labels).parent / row["path"]
         if src.faces:
@@ -213,14 +225,27 @@ def load_crops(src: DataSource, size: int, seed: int, cache_dir: Path,
             images.append(resize_square(c, size))
             labels.append(1 if row["label"] == "fake" else 0)
             groups.append(row.get(src.group) if src.group else row["path"])
+            row_of.append(i)
         if (i + 1) % 1000 == 0:
             log.info("%s: %d/%d rows read", src.labels, i + 1, len(rows))
+    row_of = np.asarray(row_of, np.int64)
     out = Crops(np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
-                np.asarray(labels, np.int64), np.asarray(groups, dtype=str))
+                np.asarray(labels, np.int64), np.asarray(groups, dtype=str), _trainable(src, rows, row_of))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache.with_suffix(".part.npz"), images=out.images, labels=out.labels, groups=out.groups)
+    np.savez(cache.with_suffix(".part.npz"), images=out.images, labels=out.labels, groups=out.groups,
+             rows=row_of)
     cache.with_suffix(".part.npz").replace(cache)
     return out
+
+
+def _trainable(src: DataSource, rows: list[dict], row_of: np.ndarray) -> np.ndarray | None:
+    """Which crops may be trained on (``train_min_width``), by the label row each came from."""
+    if src.train_min_width is None:
+        return None
+    if rows and src.width_column not in rows[0]:
+        raise ValueError(f"{src.labels}: no column {src.width_column!r} for train_min_width")
+    wide = np.asarray([float(r[src.width_column]) >= src.train_min_width for r in rows], bool)
+    return wide[row_of] if len(row_of) else np.zeros(0, bool)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -278,7 +303,9 @@ class BatchMaker:
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray]:
         imgs, labels = [], []
-        if len(self.real):
+        if len(self.real) and self.cfg.sbi_sources_as_real:
+            imgs += self._real_pool(self.n_real)
+        elif len(self.real):
             imgs += [self.crops.images[i] for i in self.rng.choice(self.real, self.n_real)]
         else:
             imgs += [self.sbi_real[i] for i in self.rng.integers(0, len(self.sbi_real), self.n_real)]
@@ -489,7 +516,10 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
     raw_groups = np.concatenate([p.groups for p in parts])
     crops = Crops(parts[0].images if len(parts) == 1 else np.concatenate([p.images for p in parts]),
                   np.concatenate([p.labels for p in parts]),
-                  np.concatenate([np.char.add(f"{k}:", p.groups) for k, p in enumerate(parts)]))
+                  np.concatenate([np.char.add(f"{k}:", p.groups) for k, p in enumerate(parts)]),
+                  None if all(p.trainable is None for p in parts) else
+                  np.concatenate([np.ones(len(p.labels), bool) if p.trainable is None else p.trainable
+                                  for p in parts]))
     del parts  # (several sources: the concatenated copy is the only one kept)
     sbi_parts = [load_crops(s, size, cfg.seed, cache_dir, face_stage) for s in cfg.sbi_sources]
     sbi_real = np.concatenate([p.images[p.labels == 0] for p in sbi_parts]) if sbi_parts \
@@ -499,9 +529,13 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
     # so the same original video is on the same side in every tool that splits it.
     sides = split_by_group(raw_groups, cfg.split, cfg.seed)
     train_idx = sides["train"]
+    narrow = 0
+    if crops.trainable is not None:  # train_min_width: these stay out of the batches only
+        narrow = int((~crops.trainable[train_idx]).sum())
+        train_idx = train_idx[crops.trainable[train_idx]]
     val_idx = balanced_subset(crops.labels, sides["val"], cfg.val_max, cfg.seed)
-    log.info("%d training crops (%d fake), %d validation, %d calibration, %d test, %d SBI-only reals; "
-             "crop %s, %s, data read in %.0f s", len(train_idx), int(crops.labels[train_idx].sum()),
+    log.info("%d training crops (%d fake; %d narrow faces left out), %d validation, %d calibration, %d test, %d SBI-only reals; "
+             "crop %s, %s, data read in %.0f s", len(train_idx), int(crops.labels[train_idx].sum()), narrow,
              len(val_idx), len(sides["calibration"]), len(sides["test"]), len(sbi_real), crop.label(),
              precision, load_s)
     batches = BatchMaker(crops, train_idx, sbi_real, cfg, size)
@@ -649,7 +683,7 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
         "counts": {"train": int(len(train_idx)), "train_fake": int(crops.labels[train_idx].sum()),
                    "val": int(len(val_idx)), "val_fake": int(crops.labels[val_idx].sum()),
                    "calibration": int(len(sides["calibration"])), "test": int(len(sides["test"])),
-                   "sbi_only_reals": int(len(sbi_real))},
+                   "sbi_only_reals": int(len(sbi_real)), "train_narrow_left_out": narrow},
         "steps": st.step, "images_seen": st.step * cfg.batch_size, "hours": round(st.seconds / 3600, 3),
         "sessions": st.sessions, "stopped_by": "patience" if st.step < cfg.steps else "schedule",
         "best": st.best,

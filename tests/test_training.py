@@ -97,6 +97,66 @@ def test_batches_are_half_real_and_make_sbi_fakes_from_real_faces_only():
     assert y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # no fake in the data: every fake is an SBI
 
 
+def test_real_only_sets_are_seen_as_reals_as_well_as_blended():
+    """LFW-like sets fill the real half too (else "looks like LFW" would mean "fake");
+    ``sbi_sources_as_real = false`` keeps them out of it, as 2.0.0 was trained."""
+    own = np.full((20, 16, 16, 3), 10, np.uint8)  # the dataset's reals
+    extra = np.full((20, 16, 16, 3), 200, np.uint8)  # a real-only set (SBI source)
+    crops = Crops(own, np.zeros(20, np.int64), np.array([str(i) for i in range(20)]))
+
+    def real_half(as_real):
+        cfg = TrainConfig(name="x", architecture="meve_lite0", data=[], batch_size=32, augment=False,
+                          sbi_sources_as_real=as_real)
+        make = BatchMaker(crops, np.arange(20), extra, cfg, 16)
+        seen = np.concatenate([make()[0][:16] for _ in range(20)])  # the real halves of 20 batches
+        return (seen.reshape(len(seen), -1)[:, 0] == 200).mean()
+
+    share = real_half(True)
+    assert 0.35 < share < 0.65, share  # 20 of 40 reals come from the real-only set
+    assert real_half(False) == 0.0
+
+
+def _widths_set(folder):
+    """Four videos: v0 and v1 with a narrow real face (40 px in its frame), v2 and v3 wide."""
+    rows = []
+    for i in range(4):
+        for label in ("real", "fake"):
+            name = f"{label}_{i}.png"
+            Image.fromarray(np.full((16, 16, 3), 30 if label == "real" else 220, np.uint8)).save(folder / name)
+            rows.append({"path": name, "label": label, "original_video": f"v{i}",
+                         "orig_crop_w": 40 if (label == "real" and i < 2) else 150})
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "label", "original_video", "orig_crop_w"])
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "labels.csv"
+
+
+def test_narrow_faces_stay_out_of_training_only(tmp_path, monkeypatch):
+    from detector.training import DataSource, load_crops
+
+    labels = _widths_set(tmp_path)
+    src = DataSource(labels=labels, group="original_video", crop={"margin": 1.0}, train_min_width=100)
+    crops = load_crops(src, 16, 0, tmp_path / "cache")
+    assert crops.trainable.tolist() == [False, True, False, True, True, True, True, True]
+    again = load_crops(src, 16, 0, tmp_path / "cache")  # from the cache: the same, by row
+    assert again.trainable.tolist() == crops.trainable.tolist()
+    assert load_crops(DataSource(labels=labels, crop={"margin": 1.0}), 16, 0, tmp_path / "cache").trainable is None
+    with pytest.raises(ValueError, match="no column 'width'"):
+        load_crops(DataSource(labels=labels, train_min_width=100, width_column="width"), 16, 0, tmp_path / "c2")
+
+    # through a run: the narrow reals are left out of the training side, counted, and no
+    # other side loses a row
+    monkeypatch.setenv("DEEPFAKE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = TrainConfig(name="w", architecture="meve_lite0", init="none", input_size=16,
+                      data=[src], sbi_share=0.0, augment=False, steps=2, batch_size=4, val_every=0,
+                      split={"val": 0.0, "calibration": 0.0, "test": 0.0}, threads=2,
+                      out_dir=tmp_path / "runs", training_data="made in the test")
+    rec = train(cfg, log_every=1)
+    assert rec["counts"]["train"] == 6 and rec["counts"]["train_narrow_left_out"] == 2
+    assert rec["counts"]["train_fake"] == 4
+
+
 def test_config_paths_are_relative_to_the_config_and_overrides_apply(tmp_path):
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "run.toml").write_text(
