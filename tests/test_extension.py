@@ -475,9 +475,11 @@ def players(service, media):
     srv.close()
 
 
-def _tab_of(ctx, url):
-    """The extension's tab id of the tab showing ``url``."""
-    return sw_of(ctx).evaluate("(u) => chrome.tabs.query({}).then(ts => ts.find(t => t.url === u).id)", url)
+def _open(ctx, url):
+    """A tab showing ``url``: (its page, its extension tab id)."""
+    tab = ctx.new_page()
+    tab.goto(url)
+    return tab, sw_of(ctx).evaluate("(u) => chrome.tabs.query({}).then(ts => ts.find(t => t.url === u).id)", url)
 
 
 def _player_frame(ctx, page, tab_id):
@@ -494,12 +496,11 @@ def test_a_streamed_video_says_why_and_its_page_link_gives_a_result(granted, ser
     ctx, ext_id = granted
     configure(ctx, ext_id, service.base, service.token("extension-stream"))
     page_url = media.url("/stream")
-    tab = ctx.new_page()
-    tab.goto(page_url)
+    tab, tab_id = _open(ctx, page_url)
     src = tab.evaluate("() => document.getElementById('v').src")
     assert src.startswith("blob:")
     local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url},
-                          {"id": _tab_of(ctx, page_url), "url": page_url, "title": "A streamed clip"})
+                          {"id": tab_id, "url": page_url, "title": "A streamed clip"})
     view = result_view(ctx, ext_id, local_id, timeout=30)
     view.wait_for_selector(".card[data-state=failed] .error")
     assert "streamed to the player in pieces" in view.text_content(".error")
@@ -522,9 +523,7 @@ def test_an_embedded_player_is_read_in_its_frame_or_offered_by_its_address(grant
     configure(ctx, ext_id, service.base, service.token("extension-embed"))
     # another origin (port) the extension may read: the bytes come from the player's frame
     page_url = media.url("/embed-same-site")
-    tab = ctx.new_page()
-    tab.goto(page_url)
-    tab_id = _tab_of(ctx, page_url)
+    tab, tab_id = _open(ctx, page_url)
     fid, frame_url, src = _player_frame(ctx, tab, tab_id)
     assert fid != 0
     local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url, "frameId": fid,
@@ -537,9 +536,7 @@ def test_an_embedded_player_is_read_in_its_frame_or_offered_by_its_address(grant
 
     # a player from a site the extension may not read: the sentence, and its address offered
     page_url = media.url("/embed")
-    tab = ctx.new_page()
-    tab.goto(page_url)
-    tab_id = _tab_of(ctx, page_url)
+    tab, tab_id = _open(ctx, page_url)
     fid, frame_url, src = _player_frame(ctx, tab, tab_id)
     assert frame_url.startswith("http://localhost:")
     local_id = click_menu(ctx, {"mediaType": "video", "srcUrl": src, "pageUrl": page_url, "frameId": fid,
