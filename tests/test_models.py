@@ -20,12 +20,25 @@ def save_member(tmp_path, arch: str, name: str, seed: int = 0):
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    model = create_model(arch).eval()
-    # BatchNorm statistics away from their defaults, so a load that skips buffers fails the test.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.9, 1.1)
+    model = create_model(arch)
+    # BatchNorm statistics measured on a batch, as training leaves them: away from their
+    # defaults, so a load that skips buffers fails the test, and a net whose activations stay
+    # at the scale a trained one has. (With the default statistics a deep random net such as
+    # EfficientNetV2-M amplifies float rounding until its logit's sign depends on the memory
+    # layout: two correct computations of it gave sigmoids 0 and 1.)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batch
+    cfg = model.data_config
+    x = torch.rand(4, 3, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(seed))
+    x = (x - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.std).view(1, 3, 1, 1)  # as served
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m in bns:  # a channel the batch left (nearly) constant would amplify rounding 300-fold
+        m.running_var.clamp_(min=0.05)
+    model.eval()
     path = tmp_path / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     member = Member(name=name, version="0.0.1", architecture=arch, training_data="test fixture",
