@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections import defaultdict, deque
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from detector.report import fmt_clock
+from detector.vocabulary import TERMINAL, Problem, Stage, State, as_problem, problem_code
 
+log = logging.getLogger(__name__)
 URL_RE = re.compile(r"https?://[^\s<>\"'`|]+", re.IGNORECASE)
 TRAILING = ".,;:!?)]}>\u00bb\u201d\u2019"
 
@@ -41,32 +44,57 @@ def find_links(text: str | None, extra: list[str] | None = None) -> list[str]:
 # -- what users read ----------------------------------------------------------------------
 
 STAGE_TEXT = {
-    "queued": "Waiting in the queue…",
-    "downloading": "Downloading the medium…",
-    "probing": "Opening the file…",
-    "segmenting": "Splitting the video into shots…",
-    "detecting_faces": "Looking for faces…",
-    "clustering": "Grouping faces by person…",
-    "scoring": "Scoring the faces…",
-    "rendering": "Drawing the gallery…",
+    Stage.QUEUED: "Waiting in the queue…",
+    Stage.DOWNLOADING: "Downloading the medium…",
+    Stage.PROBING: "Opening the file…",
+    Stage.SEGMENTING: "Splitting the video into shots…",
+    Stage.DETECTING_FACES: "Looking for faces…",
+    Stage.CLUSTERING: "Grouping faces by person…",
+    Stage.SCORING: "Scoring the faces…",
+    Stage.RENDERING: "Drawing the gallery…",
+    Stage.DONE: "Done.",
+    Stage.FAILED: "The check failed.",
 }
 
+# One sentence for every problem code (tests/test_vocabulary.py keeps it complete). Those
+# of the service's own set-up or of the bot's requests are not the asker's doing: they say so.
+_NOT_READY = "The checking service isn't ready yet; its operators have been told. Please try again later."
+_OUR_SIDE = "Something went wrong on the checking service's side; please try again later."
 FRIENDLY = {
-    "unsupported-url": "I can only check public http(s) links to videos and images.",
-    "private-address": "That link points to a private or local network address, so I can't open it.",
-    "not-found": "I couldn't find anything at that link. Is it public, and is it still online?",
-    "unreachable": "I couldn't reach that link right now. Please try again in a few minutes.",
-    "too-large": "That file is too large for me to check.",
-    "too-long": "That video is too long for me to check; please send a shorter clip.",
-    "not-a-medium": "I found no video or image at that link.",
-    "corrupt-media": "I couldn't open that file; it seems to be damaged or in a format I can't read.",
-    "too-many-pixels": "That image or video is too large in pixels for me to open safely.",
-    "too-small": "That image or video is too small to contain a face I could check.",
-    "bad-file-name": "The file's name is too long; please rename it and send it again.",
-    "no-trained-weights": "The checking service isn't ready yet (its detectors are not installed).",
-    "rate-limited": "You're sending checks faster than I can take them; please wait a minute.",
-    "timeout": "The check took too long; a shorter clip may work.",
-    "service-down": "The checking service is not answering right now. Please try again later.",
+    Problem.UNSUPPORTED_URL: "I can only check public http(s) links to videos and images.",
+    Problem.PRIVATE_ADDRESS: "That link points to a private or local network address, so I can't open it.",
+    Problem.NOT_FOUND: "I couldn't find anything at that link. Is it public, and is it still online?",
+    Problem.UNREACHABLE: "I couldn't reach that link right now. Please try again in a few minutes.",
+    Problem.TOO_LARGE: "That file is too large for me to check.",
+    Problem.TOO_LONG: "That video is too long for me to check; please send a shorter clip.",
+    Problem.NOT_A_MEDIUM: "I found no video or image at that link.",
+    Problem.CORRUPT_MEDIA: "I couldn't open that file; it seems to be damaged or in a format I can't read.",
+    Problem.TOO_MANY_PIXELS: "That image or video is too large in pixels for me to open safely.",
+    Problem.TOO_SMALL: "That image or video is too small to contain a face I could check.",
+    Problem.BAD_FILE_NAME: "The file's name is too long; please rename it and send it again.",
+    Problem.NO_TRAINED_WEIGHTS: "The checking service isn't ready yet (its detectors are not installed).",
+    Problem.WEIGHTS_UNVERIFIED: "The checking service isn't ready yet (a detector file failed its integrity check).",
+    Problem.BAD_SETTING: _NOT_READY,
+    Problem.DEVICE_UNAVAILABLE: _NOT_READY,
+    Problem.DETECTOR_ERROR: _OUR_SIDE,
+    Problem.RATE_LIMITED: "You're sending checks faster than I can take them; please wait a minute.",
+    Problem.TIMEOUT: "The check took too long; a shorter clip may work.",
+    Problem.WORKER_CRASHED: "The analysis stopped unexpectedly several times on this medium, so I gave up on it.",
+    Problem.WORKER_LOST: "The check stopped on the service's side and could not be resumed; please send it again.",
+    Problem.INTERNAL_ERROR: _OUR_SIDE,
+    Problem.UNAUTHORISED: "This bot is not set up with a token for the checking service; its operators have been told.",
+    Problem.BAD_TOKEN: "The checking service refused this bot's token; its operators have been told.",
+    Problem.FORBIDDEN: "The checking service refused this request.",
+    Problem.BAD_REQUEST: _OUR_SIDE,
+    Problem.REQUEST_TOO_LARGE: "That file is too large for me to send to the checking service.",
+    Problem.REQUEST_TIMEOUT: "The checking service timed out while I was sending the check; please try again.",
+    Problem.UNKNOWN_CHECK: "The checking service no longer knows this check (it may have expired); please send it again.",
+    Problem.NO_GALLERY: "The check has no gallery image yet.",
+    Problem.SUBMISSION_IN_PROGRESS: "This check is still being handed to the service; I'll follow it once it is.",
+    Problem.TOO_MANY_STREAMS: "The checking service is following too many checks right now; please try again in a minute.",
+    Problem.SERVICE_UNAVAILABLE: "The checking service is not available right now. Please try again later.",
+    Problem.UNHEALTHY: "The checking service is not available right now. Please try again later.",
+    Problem.SERVICE_DOWN: "The checking service is not answering right now. Please try again later.",
 }
 NO_LINK = ("Send me a link to a video or image (or the file itself), and I'll estimate how likely "
            "it is that the faces in it were manipulated.")
@@ -75,18 +103,20 @@ NO_FACE = ("I couldn't find a face to analyse, so I can't say whether this is a 
 BAND_ICON = {"likely_authentic": "🟢", "uncertain": "🟡", "likely_manipulated": "🔴", "inconclusive": "⚪"}
 
 
-def problem_code(problem: dict | None) -> str:
-    """The code of a failed job's problem, or of an API problem+json (the end of its type URI)."""
-    problem = problem or {}
-    return problem.get("code") or str(problem.get("type", "")).rsplit("/", 1)[-1]
-
-
 def friendly(problem: dict | None) -> str:
-    return FRIENDLY.get(problem_code(problem), (problem or {}).get("detail") or "The check failed.")
+    """The sentence for a failed check's or an API request's problem (a code this version does
+    not know: the service's own detail)."""
+    code = as_problem(problem_code(problem))
+    if code is None or code.value != problem_code(problem):
+        return (problem or {}).get("detail") or "The check failed."
+    return FRIENDLY[code]
 
 
 def stage_text(event: dict) -> str:
-    text = STAGE_TEXT.get(event.get("stage", ""), event.get("message") or "Working…")
+    try:
+        text = STAGE_TEXT[Stage(event.get("stage", ""))]
+    except ValueError:  # a stage a newer service names
+        text = event.get("message") or "Working…"
     counts = event.get("counts") or {}
     bits = []
     if counts.get("shots"):
@@ -114,7 +144,7 @@ class Reply:
 
 def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     links = view.get("links", {})
-    if view.get("state") == "failed":
+    if view.get("state") == State.FAILED:
         return Reply(ok=False, headline=friendly(view.get("problem")), report_url=links.get("report_page"))
     r = view["report"]
     if r["score"] is None:
@@ -189,52 +219,51 @@ class ServiceClient:
         if self._session is not None:
             await self._session.close()
 
-    async def _json(self, resp: aiohttp.ClientResponse) -> dict:
-        body = await resp.json(content_type=None)
-        if resp.status >= 400:
-            raise ServiceError(body if isinstance(body, dict) else {"detail": str(body)})
-        return body
+    async def _request(self, method: str, url: str, *, raw: bool = False, **kw):
+        """One call to the service: its JSON body (``raw``: its bytes, None unless 200). A
+        problem+json answer raises ServiceError with it; no answer at all is ``service-down``."""
+        try:
+            async with self.session.request(method, url if "://" in url else self.base + url, **kw) as r:
+                if raw:
+                    return await r.read() if r.status == 200 else None
+                body = await r.json(content_type=None)
+                if r.status >= 400:
+                    raise ServiceError(body if isinstance(body, dict) else {"detail": str(body)})
+                return body
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise ServiceError({"code": Problem.SERVICE_DOWN, "detail": str(e) or type(e).__name__}) from e
 
     async def submit_url(self, url: str) -> dict:
-        try:
-            async with self.session.post(f"{self.base}/v1/checks", json={"url": url}) as r:
-                return await self._json(r)
-        except aiohttp.ClientError as e:
-            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+        return await self._request("POST", "/v1/checks", json={"url": url})
 
     async def submit_file(self, data: bytes, filename: str) -> dict:
         form = aiohttp.FormData()
         form.add_field("file", data, filename=filename, content_type="application/octet-stream")
-        try:
-            async with self.session.post(f"{self.base}/v1/checks", data=form) as r:
-                return await self._json(r)
-        except aiohttp.ClientError as e:
-            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+        return await self._request("POST", "/v1/checks", data=form)
 
     async def model_card(self) -> dict:
         """The service's model card (the API builds it from the worker's measurements)."""
-        try:
-            async with self.session.get(f"{self.base}/v1/model-card", headers={"Accept": "application/json"}) as r:
-                return await self._json(r)
-        except aiohttp.ClientError as e:
-            raise ServiceError({"code": "service-down", "detail": str(e)}) from e
+        return await self._request("GET", "/v1/model-card", headers={"Accept": "application/json"})
 
     async def view(self, job_id: str) -> dict:
-        async with self.session.get(f"{self.base}/v1/checks/{job_id}") as r:
-            return await self._json(r)
+        return await self._request("GET", f"/v1/checks/{job_id}")
 
     async def gallery(self, url: str) -> bytes | None:
-        async with self.session.get(url) as r:
-            return await r.read() if r.status == 200 else None
+        """The gallery PNG, or None: a reply already sent stands without its picture."""
+        try:
+            return await self._request("GET", url, raw=True)
+        except ServiceError as e:
+            log.warning("gallery %s not fetched: %s", url, e)
+            return None
 
     async def follow(self, view: dict, on_stage, on_event=None) -> dict:
         """Follow a submitted job to its end: ``await on_stage(event)`` when a new stage
         begins, ``await on_event(event)`` for every event; returns the final job view."""
-        if view["state"] in ("done", "failed"):
+        if view["state"] in TERMINAL:
             return view
         stage = None
         async for ev in self.events(view["id"]):
-            if ev.get("state") in ("done", "failed"):
+            if ev.get("state") in TERMINAL:
                 break
             if ev.get("stage") != stage:
                 stage = ev.get("stage")
@@ -266,13 +295,13 @@ class ServiceClient:
                         elif line == "" and data is not None:
                             last = ev_id or last
                             yield data
-                            if data.get("state") in ("done", "failed"):
+                            if data.get("state") in TERMINAL:
                                 return
                             data = None
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(1.0)
-        raise ServiceError({"code": "timeout", "detail": "The check did not finish in time."})
+        raise ServiceError({"code": Problem.TIMEOUT, "detail": "The check did not finish in time."})
 
 
 class RateLimiter:

@@ -5,6 +5,8 @@ export const DEFAULTS = { apiUrl: "http://127.0.0.1:8080", token: "" };
 export const MENU_ID = "check-deepfake";
 export const HISTORY_MAX = 20;
 
+// A sentence for every problem code of detector/vocabulary.py (tests/test_vocabulary.py
+// checks it), and for the extension's own codes (no-api, no-face, the blob: ones).
 export const MESSAGES = {
   "no-api": "Set the service address and your API token in the extension's options first.",
   "unauthorised": "The service needs an API token: add yours in the extension's options.",
@@ -25,6 +27,22 @@ export const MESSAGES = {
   "rate-limited": "Too many checks in a short time; wait a minute and try again.",
   "timeout": "The check took too long; a shorter clip may work.",
   "no-trained-weights": "The service is not ready: its detectors are not installed.",
+  "weights-unverified": "The service is not ready: a detector file failed its integrity check.",
+  "bad-setting": "The service is not ready: it is misconfigured. Its operators can see why in its log.",
+  "device-unavailable": "The service is not ready: its compute device is missing. Its operators can see why in its log.",
+  "detector-error": "The check failed on the service's side; try again later.",
+  "internal-error": "Something went wrong on the service's side; try again later.",
+  "worker-crashed": "The analysis stopped unexpectedly several times on this medium, so the service gave up on it.",
+  "worker-lost": "The check stopped on the service's side and could not be resumed; check it again.",
+  "service-unavailable": "The service is not available right now; the check continues when it is back.",
+  "unhealthy": "The service is not available right now; try again in a moment.",
+  "forbidden": "The service refused this request.",
+  "bad-request": "The service could not read the request the extension sent; update the extension or try again.",
+  "request-too-large": "This file is too large to send to the service.",
+  "request-timeout": "The service timed out while the check was being sent; try again.",
+  "unknown-check": "The service no longer knows this check (it may have expired); check the medium again.",
+  "no-gallery": "This check has no gallery image yet.",
+  "submission-in-progress": "The check is still being handed to the service; it continues by itself.",
   "no-face": "No face was found, so there is no score. That says nothing about whether it is authentic.",
   // bytes of a blob: video that the extension could not read from the page
   "streamed-video": "This video is streamed to the player in pieces, so there is no file to read from the page. "
@@ -35,6 +53,7 @@ export const MESSAGES = {
   "page-unreadable": "The extension could not read this video from the page. Check the page's link instead.",
 };
 
+// Every stage of detector/vocabulary.py before the end (tests/test_vocabulary.py checks it).
 export const STAGES = {
   queued: "Waiting in the queue…", downloading: "Downloading…", probing: "Opening the file…",
   segmenting: "Splitting the video into shots…", detecting_faces: "Looking for faces…",

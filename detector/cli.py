@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import DetectorError
 from .report import Report, fmt_clock
+from .vocabulary import Stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,17 +34,13 @@ def _parser() -> argparse.ArgumentParser:
 class _StageProgress:
     """One line per stage on stderr; the line is rewritten in place on a terminal."""
 
-    LABELS = {"fetching": "fetch", "probing": "probe", "segmenting": "shots",
-              "detecting_faces": "faces", "clustering": "clusters", "scoring": "scoring",
-              "rendering": "gallery", "done": "done"}
-
     def __init__(self, stream=sys.stderr):
         self.stream = stream
         self.tty = stream.isatty()
         self.stage = None
 
     def __call__(self, ev) -> None:
-        label = self.LABELS.get(ev.stage, ev.stage)
+        label = Stage(ev.stage).label
         frac = f" [{ev.done}/{ev.total}]" if ev.total else ""
         line = f"  {label:<9} {ev.message}{frac}"
         if self.tty and ev.stage == self.stage:
@@ -53,7 +50,7 @@ class _StageProgress:
                 self.stream.write("\n")
             self.stream.write(line)
         self.stage = ev.stage
-        if ev.stage == "done":
+        if ev.terminal:
             self.end()
         self.stream.flush()
 

@@ -7,9 +7,11 @@ trying again later may succeed (only network trouble is transient).
 
 from __future__ import annotations
 
+from .vocabulary import Problem
+
 
 class DetectorError(Exception):
-    code = "detector-error"
+    code = Problem.DETECTOR_ERROR
     title = "The check failed"
     status = 500
     transient = False
@@ -19,90 +21,140 @@ class DetectorError(Exception):
         super().__init__(self.detail)
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "title": self.title, "detail": self.detail,
+        return {"code": str(self.code), "title": self.title, "detail": self.detail,
                 "status": self.status, "transient": self.transient}
 
 
 class UnsupportedURL(DetectorError):
-    code = "unsupported-url"
+    code = Problem.UNSUPPORTED_URL
     title = "This link is not supported"
     status = 422
 
 
 class PrivateAddress(DetectorError):
-    code = "private-address"
+    code = Problem.PRIVATE_ADDRESS
     title = "This link points to a private or local network address"
     status = 422
 
 
 class Unreachable(DetectorError):
-    code = "unreachable"
+    code = Problem.UNREACHABLE
     title = "The link could not be reached"
     status = 422
     transient = True
 
 
 class NotFound(DetectorError):
-    code = "not-found"
+    code = Problem.NOT_FOUND
     title = "Nothing was found at this link"
     status = 422
 
 
 class TooLarge(DetectorError):
-    code = "too-large"
+    code = Problem.TOO_LARGE
     title = "The file is too large"
     status = 413
 
 
 class TooLong(DetectorError):
-    code = "too-long"
+    code = Problem.TOO_LONG
     title = "The video is too long"
     status = 422
 
 
 class TooManyPixels(DetectorError):
-    code = "too-many-pixels"
+    code = Problem.TOO_MANY_PIXELS
     title = "The image or video is too large in pixels"
     status = 413
 
 
 class TooSmall(DetectorError):
-    code = "too-small"
+    code = Problem.TOO_SMALL
     title = "The image or video is too small to contain a face"
     status = 422
 
 
 class NotAMedium(DetectorError):
-    code = "not-a-medium"
+    code = Problem.NOT_A_MEDIUM
     title = "No image or video was found at this link"
     status = 422
 
 
 class CorruptMedia(DetectorError):
-    code = "corrupt-media"
+    code = Problem.CORRUPT_MEDIA
     title = "The file could not be decoded as an image or video"
     status = 422
 
 
 class NoTrainedWeights(DetectorError):
-    code = "no-trained-weights"
+    code = Problem.NO_TRAINED_WEIGHTS
     title = "No detector with verified trained weights is installed"
     status = 503
 
 
 class WeightsVerificationError(DetectorError):
-    code = "weights-unverified"
+    code = Problem.WEIGHTS_UNVERIFIED
     title = "A weights file failed its sha256 check"
     status = 503
 
 
 class BadSetting(DetectorError):
-    code = "bad-setting"
+    code = Problem.BAD_SETTING
     title = "A setting names something that does not exist"
     status = 503
 
 
 class DeviceUnavailable(DetectorError):
-    code = "device-unavailable"
+    code = Problem.DEVICE_UNAVAILABLE
     title = "The requested compute device is not available"
     status = 503
+
+
+# -- how a check's run can end without its input being at fault (raised nowhere: the worker
+#    fails a check with their ``to_dict()`` when a time limit, a crash or a lost worker ends it)
+
+class AnalysisTimeout(DetectorError):
+    code = Problem.TIMEOUT
+    title = "The check took too long"
+    status = 504
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail or "The analysis did not finish in time; a shorter clip may work.")
+
+
+class DownloadTimeout(DetectorError):
+    code = Problem.TIMEOUT
+    title = "The download took too long"
+    status = 504
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail or "The medium did not download in time; the site may be slow, or the file too big.")
+
+
+class WorkerCrashed(DetectorError):
+    code = Problem.WORKER_CRASHED
+    title = "The analysis crashed"
+    status = 500
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail or "The analysis stopped unexpectedly several times on this medium.")
+
+
+class WorkerLost(DetectorError):
+    code = Problem.WORKER_LOST
+    title = "The check stopped"
+    status = 503
+    transient = True
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail or "The worker checking this stopped answering and the check could not be "
+                                   "resumed. Please send it again.")
+
+
+class InternalError(DetectorError):
+    code = Problem.INTERNAL_ERROR
+    title = "Internal error"
+    status = 500
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail or "Something went wrong on our side; the team has the details.")

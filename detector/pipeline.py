@@ -36,6 +36,7 @@ from .settings import DetectorSettings
 from .scan import Prefetch, VideoScan
 from .shots import ShotSpan, split_shots
 from .tracks import group_tracks, link_tracks
+from .vocabulary import Event, Stage, State
 from .weights import WeightStore
 
 log = logging.getLogger(__name__)
@@ -45,19 +46,10 @@ THUMB_SIDE = 112
 FRAME_BATCH = 16
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    stage: str  # fetching, probing, segmenting, detecting_faces, clustering, scoring, rendering, done
-    message: str
-    done: int | None = None
-    total: int | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+ProgressFn = Callable[[Event], None]  # the pipeline's events, in the job vocabulary
 
 
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-def _noop(_: ProgressEvent) -> None:
+def _noop(_: Event) -> None:
     pass
 
 
@@ -174,13 +166,13 @@ class Analyzer:
         s = self.settings
         with timer("load_models"):
             self.load()
-        progress(ProgressEvent("probing", "Reading the file"))
+        progress(Event(Stage.PROBING, "Reading the file"))
         with timer("probe"):
             info = probe(fetched.path, s.max_duration_s,
                          Limits(s.face_min_size, s.max_image_pixels, s.max_video_pixels))
         faces, sampled, thumbs, spans, decoded = self._detect(fetched.path, info, progress, timer)
 
-        progress(ProgressEvent("clustering", "Grouping faces by person",
+        progress(Event(Stage.CLUSTERING, "Grouping faces by person",
                                counts={"shots": len(spans), "faces": len(faces)}))
         embedding_s = timer.t.setdefault("embeddings", 0.0)
         with timer("clusters"):
@@ -188,7 +180,7 @@ class Analyzer:
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
         kept = [i for cl in clusters.values() for c in cl for i in c]
-        progress(ProgressEvent("scoring", f"Scoring {len(kept)} face(s)", 0, len(kept),
+        progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", 0, len(kept),
                                counts={"faces": len(kept)}))
         with timer("scoring"):
             if kept:
@@ -198,19 +190,19 @@ class Analyzer:
                     faces[i].score = float(scored.combined[k])
                     faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
                     faces[i].member_logits = {n: float(v[k]) for n, v in scored.logits.items()}
-        progress(ProgressEvent("scoring", "Scored", len(kept), len(kept)))
+        progress(Event(Stage.SCORING, "Scored", len(kept), len(kept)))
 
         report, keyframes = self._report(fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer)
         png = None
         if gallery:
-            progress(ProgressEvent("rendering", "Drawing the gallery"))
+            progress(Event(Stage.RENDERING, "Drawing the gallery"))
             from .gallery import render_gallery
 
             with timer("gallery"):
                 png = render_gallery(report, keyframes)
             report.timings_s = dict(timer.t)
-        progress(ProgressEvent("done", report.verdict_label,
-                               counts={"shots": len(report.shots), "faces": len(kept)}))
+        progress(Event(Stage.DONE, report.verdict_label, State.DONE, score=report.score, verdict=R.Verdict(report.verdict).value,
+                       counts={"shots": len(report.shots), "faces": len(kept)}))
         members = {}
         for m in self.ensemble.members:
             name = m.member.name
@@ -239,15 +231,15 @@ class Analyzer:
                 rgb = np.asarray(Image.open(path).convert("RGB"))
             return iter([("frame", 0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: None
         if s.decode == "one-pass":
-            progress(ProgressEvent("segmenting", "Reading the video: shots and faces in one pass"))
+            progress(Event(Stage.SEGMENTING, "Reading the video: shots and faces in one pass"))
             overlap = s.overlap(self.device)
             scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold, info.frame_count)
             events = Prefetch(scan.events(early=True)) if overlap else scan.events(early=False)
             return events, lambda: scan.spans, lambda: scan.frames_decoded
-        progress(ProgressEvent("segmenting", "Splitting the video into shots"))
+        progress(Event(Stage.SEGMENTING, "Splitting the video into shots"))
         with timer("shots"):
             spans = split_shots(path, info.fps, info.frame_count, s.min_shot_s, s.shot_threshold).shots
-        progress(ProgressEvent("segmenting", f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
+        progress(Event(Stage.SEGMENTING, f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
         return (("frame", *f) for f in iter_unique(path, spans, budget)), lambda: spans, lambda: None
 
     def _detect(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
@@ -266,7 +258,7 @@ class Analyzer:
             return sum(min(budget, sp.end_frame - sp.start_frame) for sp in known) + \
                 (min(budget, info.frame_count - end) if info.kind == "video" and info.frame_count > end else 0)
 
-        progress(ProgressEvent("detecting_faces", "Looking for faces", 0, expected()))
+        progress(Event(Stage.DETECTING_FACES, "Looking for faces", 0, expected()))
 
         def look(batch: list[tuple[int, np.ndarray]]) -> None:
             """Faces in each (index, RGB) frame, their crops, and (1.x) their embeddings."""
@@ -286,7 +278,7 @@ class Analyzer:
                          {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()})
                         for d, e in zip(fd, fe)])
             n = len(looked)
-            progress(ProgressEvent("detecting_faces", f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
+            progress(Event(Stage.DETECTING_FACES, f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
                                    n, max(n, expected()), counts={"shots": len(shots())}))
 
         taken: list[tuple[int, int]] = []  # (shot, frame index) the sampler took, in order
@@ -451,7 +443,7 @@ def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,
     progress = progress or _noop
     analyzer.load()  # no trained weights: refuse before downloading anything
     with tempfile.TemporaryDirectory(dir=workdir, prefix="deepfake-") as tmp:
-        progress(ProgressEvent("fetching", "Downloading" if "://" in source[:16] else "Opening the file"))
+        progress(Event(Stage.DOWNLOADING, "Downloading" if "://" in source[:16] else "Opening the file"))
         t0 = time.perf_counter()
         fetched = fetch(source, Path(tmp) / "media", analyzer.settings)
         fetch_s = round(time.perf_counter() - t0, 4)

@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from detector.vocabulary import Event, Problem
 from detector.errors import DetectorError
 from detector.modelcard import model_card
 from detector.netguard import check_url
@@ -95,12 +96,12 @@ async def error_middleware(request: web.Request, handler):
         raise
     except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # the store is down: come back later
         log.warning("Redis unreachable on %s: %r", request.path, e)
-        return problem_response(503, "service-unavailable", "The service is unavailable",
+        return problem_response(503, Problem.SERVICE_UNAVAILABLE, "The service is unavailable",
                                 "The job store does not answer; try again in a few seconds.", request.path,
                                 {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error on %s", request.path)
-        return problem_response(500, "internal-error", "Internal error",
+        return problem_response(500, Problem.INTERNAL_ERROR, "Internal error",
                                 "Something went wrong on our side.", request.path)
 
 
@@ -157,13 +158,13 @@ async def authorise(request: web.Request, kind: str) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or len(token) < 5:  # the scheme is case-insensitive (RFC 7235)
         await store.auth_failed(client)
-        raise ApiProblem(401, "unauthorised", "Missing API token",
+        raise ApiProblem(401, Problem.UNAUTHORISED, "Missing API token",
                          "Send 'Authorization: Bearer <token>'; tokens come from `deepfake-token create NAME`.",
                          headers={"WWW-Authenticate": 'Bearer realm="deepfake-check"'})
     name = await store.token_name(token)
     if name is None:
         await store.auth_failed(client)
-        raise ApiProblem(401, "bad-token", "Unknown or revoked API token",
+        raise ApiProblem(401, Problem.BAD_TOKEN, "Unknown or revoked API token",
                          "This token is not valid; ask the service's operator for a new one.",
                          headers={"WWW-Authenticate": 'Bearer realm="deepfake-check", error="invalid_token"'})
     s = request.app[SETTINGS]
@@ -178,7 +179,7 @@ def base_url(request: web.Request) -> str:
 
 
 def unknown_check() -> ApiProblem:
-    return ApiProblem(404, "unknown-check", "Unknown check", "No check has this id; it may have expired.")
+    return ApiProblem(404, Problem.UNKNOWN_CHECK, "Unknown check", "No check has this id; it may have expired.")
 
 
 async def job_or_404(request: web.Request) -> dict[str, str]:
@@ -211,12 +212,12 @@ async def _json_body(request: web.Request):
     announced = request.content_length or 0
     raw = b"" if announced > MAX_JSON_BYTES else await request.content.read(MAX_JSON_BYTES + 1)
     if announced > MAX_JSON_BYTES or len(raw) > MAX_JSON_BYTES:
-        raise ApiProblem(413, "request-too-large", "The request is too large",
+        raise ApiProblem(413, Problem.REQUEST_TOO_LARGE, "The request is too large",
                          "JSON bodies are limited to 64 KB; send a medium as a multipart upload.")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
-        raise ApiProblem(400, "bad-request", "The body is not JSON",
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The body is not JSON",
                          'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
 
 
@@ -232,7 +233,7 @@ async def create_check(request: web.Request) -> web.Response:
     if idem is None:
         return await _create_check(request, owner)
     if not IDEMPOTENCY_KEY.match(idem):
-        raise ApiProblem(400, "bad-request", "The Idempotency-Key is malformed",
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The Idempotency-Key is malformed",
                          "Send 1 to 128 printable ASCII characters, e.g. a UUID.")
     earlier = await store.claim_idempotency(owner, idem)
     if earlier:
@@ -257,10 +258,10 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
         body = await _json_body(request)
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url.strip():
-            raise ApiProblem(400, "bad-request", "No link given", 'Send JSON like {"url": "https://..."}.')
+            raise ApiProblem(400, Problem.BAD_REQUEST, "No link given", 'Send JSON like {"url": "https://..."}.')
         url = url.strip()
         if len(url) > 4096:
-            raise ApiProblem(400, "bad-request", "The link is too long", "Links are limited to 4096 characters.")
+            raise ApiProblem(400, Problem.BAD_REQUEST, "The link is too long", "Links are limited to 4096 characters.")
         # Resolving the host blocks: off the event loop. The worker checks again when it connects.
         await asyncio.get_running_loop().run_in_executor(None, check_url, url,
                                                          request.app[ALLOW_HOSTS])
@@ -309,14 +310,14 @@ async def _next_part(reader):
         return await reader.next()
     except LineTooLong as e:
         if "filename" in str(e):
-            raise ApiProblem(400, "bad-file-name", "The file name is too long",
+            raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name is too long",
                              "The upload's file name is longer than 8,000 characters; rename the file.")
-        raise ApiProblem(400, "bad-request", "The upload is malformed", "A header of the form is too long.")
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed", "A header of the form is too long.")
     except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
         if "filename" in str(e):  # e.g. a NUL or a line break in the name: the header is refused
-            raise ApiProblem(400, "bad-file-name", "The file name cannot be read",
+            raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name cannot be read",
                              "The upload's file name holds characters a form may not carry; rename the file.")
-        raise ApiProblem(400, "bad-request", "The upload is malformed",
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
                          f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).')
 
 
@@ -325,13 +326,13 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
     try:
         reader = await request.multipart()
     except (ValueError, KeyError, AssertionError, HttpProcessingError):
-        raise ApiProblem(400, "bad-request", "The upload is malformed",
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
                          "A multipart upload needs a boundary in its Content-Type; send a form with a field \"file\".")
     fresh = False
     while True:
         part = await _next_part(reader)
         if part is None:
-            raise ApiProblem(400, "bad-request", "No file in the upload", 'Send the medium in a form field "file".')
+            raise ApiProblem(400, Problem.BAD_REQUEST, "No file in the upload", 'Send the medium in a form field "file".')
         if part.name == "fresh":
             fresh = _as_bool(await part.text())
             continue
@@ -352,19 +353,19 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
                 try:
                     chunk = await part.read_chunk(1 << 20)
                 except (ValueError, AssertionError, HttpProcessingError) as e:
-                    raise ApiProblem(400, "bad-request", "The upload is malformed",
+                    raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
                                      f"The form's file part could not be read ({type(e).__name__}).")
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > s.max_upload_bytes:
-                    raise ApiProblem(413, "too-large", "The file is too large",
+                    raise ApiProblem(413, Problem.TOO_LARGE, "The file is too large",
                                      f"Uploads are limited to {s.max_upload_bytes / 2**20:.0f} MB.")
                 await loop.run_in_executor(None, f.write, chunk)
         finally:
             await loop.run_in_executor(None, f.close)
         if size == 0:
-            raise ApiProblem(400, "bad-request", "The file is empty", "The uploaded file has no content.")
+            raise ApiProblem(400, Problem.BAD_REQUEST, "The file is empty", "The uploaded file has no content.")
         await enqueue(request, job_id, str(path))
     except BaseException:
         await loop.run_in_executor(None, lambda: shutil.rmtree(s.work_dir(job_id), ignore_errors=True))
@@ -412,7 +413,7 @@ class StreamSlot:
         *_, count, _ = await p.execute()
         if count > MAX_STREAMS_PER_TOKEN:
             await self.r.zrem(self.key, self.id)
-            raise ApiProblem(429, "too-many-streams", "Too many open event streams",
+            raise ApiProblem(429, Problem.TOO_MANY_STREAMS, "Too many open event streams",
                              f"A token may follow at most {MAX_STREAMS_PER_TOKEN} checks' events at once; "
                              "close one, or poll GET /v1/checks/{id}.", headers={"Retry-After": "5"})
 
@@ -432,7 +433,7 @@ async def check_events(request: web.Request) -> web.StreamResponse:
     open_ = request.app[STREAMS_OPEN]
     limit = request.app[SETTINGS].max_event_streams
     if open_["n"] >= limit:  # this process's stream pool is full: capacity, not the client's fault
-        raise ApiProblem(503, "too-many-streams", "The service follows too many checks right now",
+        raise ApiProblem(503, Problem.TOO_MANY_STREAMS, "The service follows too many checks right now",
                          f"This server holds {limit} event streams at once; poll GET /v1/checks/{{id}}, "
                          "or open the stream again in a few seconds.", headers={"Retry-After": "5"})
     slot = StreamSlot(request.app[REDIS], request[TOKEN_NAME])
@@ -469,15 +470,10 @@ async def _stream_events(request: web.Request, rec: dict, r: aioredis.Redis, slo
             for _, entries in got:
                 for ev_id, fields in entries:
                     last = ev_id
-                    data = dict(fields)
-                    for k in ("done", "total"):
-                        if k in data:
-                            data[k] = int(data[k])
-                    if "counts" in data:
-                        data["counts"] = json.loads(data["counts"])
-                    name = "done" if data.get("state") in keys.TERMINAL else "progress"
-                    await resp.write(f"id: {ev_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
-                    if name == "done":
+                    ev = Event.from_fields(fields)
+                    name = "done" if ev.terminal else "progress"
+                    await resp.write(f"id: {ev_id}\nevent: {name}\ndata: {json.dumps(ev.to_json())}\n\n".encode())
+                    if ev.terminal:
                         return resp
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -492,7 +488,7 @@ async def gallery(request: web.Request) -> web.StreamResponse:
     rec = await job_or_404(request)
     path = request.app[SETTINGS].results_dir(rec["id"]) / "gallery.png"
     if rec.get("has_gallery") != "1" or not path.is_file():
-        raise ApiProblem(404, "no-gallery", "No gallery yet",
+        raise ApiProblem(404, Problem.NO_GALLERY, "No gallery yet",
                          "The gallery exists once the check is done.")
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
@@ -515,7 +511,7 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), 2)
     except Exception:
-        raise ApiProblem(503, "unhealthy", "Redis is unreachable", "The queue's store does not answer.")
+        raise ApiProblem(503, Problem.UNHEALTHY, "Redis is unreachable", "The queue's store does not answer.")
     return web.json_response({"status": "ok"})
 
 
@@ -526,11 +522,11 @@ async def metrics(request: web.Request) -> web.Response:
     if want:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), want):
-            raise ApiProblem(401, "unauthorised", "Metrics need their token",
+            raise ApiProblem(401, Problem.UNAUTHORISED, "Metrics need their token",
                              "Send 'Authorization: Bearer <DEEPFAKE_METRICS_TOKEN>'.",
                              headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     elif request.remote not in ("127.0.0.1", "::1"):
-        raise ApiProblem(403, "forbidden", "Metrics are local",
+        raise ApiProblem(403, Problem.FORBIDDEN, "Metrics are local",
                          "Set DEEPFAKE_METRICS_TOKEN to scrape /metrics from another machine.")
     body = generate_latest(request.app[METRICS]["registry"]).decode()
     stats = await request.app[STORE].stats()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from detector.report import VERDICT_COLOURS, Verdict, fmt_clock, score_colour
+from detector.vocabulary import State
 
 # Warnings for the service's operators, not for the reader: shown in small print.
 OPERATOR_WARNINGS = {"members_not_scored"}
@@ -36,13 +37,13 @@ def page(title: str, body: str, refresh: int | None = None) -> str:
 
 def report_page(view: dict, model_card_url: str) -> str:
     state = view.get("state")
-    if state in ("queued", "running"):
+    if state in (State.QUEUED, State.RUNNING):
         prog = view.get("progress") or {}
         frac = f" ({prog['done']}/{prog['total']})" if prog.get("total") else ""
         body = (f"<h1>Checking…</h1><p>{escape(view.get('message') or '')}{escape(frac)}</p>"
                 f'<p class="muted">Stage: {escape(view.get("stage") or "")}. This page refreshes itself.</p>')
         return page("Deepfake check in progress", body, refresh=3)
-    if state == "failed":
+    if state == State.FAILED:
         prob = view.get("problem") or {}
         body = (f"<h1>The check could not be completed</h1><p><b>{escape(prob.get('title', ''))}</b></p>"
                 f"<p>{escape(prob.get('detail', ''))}</p>")

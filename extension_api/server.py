@@ -22,19 +22,21 @@ import signal
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from detector.vocabulary import Problem
+
 from .problems import PROBLEM_TYPE, problem_response
 
 log = logging.getLogger(__name__)
 
 _PARSER_PROBLEMS = {
-    400: ("bad-request", "Bad request", "The request line or a header is malformed or too long."),
-    413: ("request-too-large", "Request too large", "The request is larger than this API accepts."),
-    431: ("bad-request", "Request headers too large", "The request's headers are too large."),
+    400: (Problem.BAD_REQUEST, "Bad request", "The request line or a header is malformed or too long."),
+    413: (Problem.REQUEST_TOO_LARGE, "Request too large", "The request is larger than this API accepts."),
+    431: (Problem.BAD_REQUEST, "Request headers too large", "The request's headers are too large."),
 }
 
 
 def _timeout_bytes() -> bytes:
-    body = json.dumps({"type": PROBLEM_TYPE + "request-timeout", "title": "Request timeout", "status": 408,
+    body = json.dumps({"type": PROBLEM_TYPE + Problem.REQUEST_TIMEOUT, "title": "Request timeout", "status": 408,
                        "detail": "The request's head did not arrive in time."}).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
             b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)

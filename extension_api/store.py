@@ -12,6 +12,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
+from detector.vocabulary import Event, Problem, Stage, State
 from worker import keys
 from worker.settings import ServiceSettings
 
@@ -42,7 +43,7 @@ class ApiStore:
         if count > limit:
             await self.r.zrem(key, member)  # a refused request does not use the allowance
             retry = max(1, int(oldest[0][1] + window_s - now) + 1) if oldest else int(window_s)
-            raise ApiProblem(429, "rate-limited", "Too many requests",
+            raise ApiProblem(429, Problem.RATE_LIMITED, "Too many requests",
                              f"This token may make {limit} {kind} requests a minute; try again in {retry} s.",
                              headers={"Retry-After": str(retry)})
 
@@ -51,7 +52,7 @@ class ApiStore:
         failures = await self.r.get(f"df:authfail:{client}:{int(time.time() // 60)}")
         if failures and int(failures) >= limit:
             retry = 60 - int(time.time() % 60)
-            raise ApiProblem(429, "rate-limited", "Too many failed logins",
+            raise ApiProblem(429, Problem.RATE_LIMITED, "Too many failed logins",
                              f"This address sent {limit} requests without a valid token this minute; "
                              f"try again in {retry} s.", headers={"Retry-After": str(retry)})
 
@@ -97,15 +98,16 @@ class ApiStore:
             existing = await self.r.get(url_key)
             if existing:
                 state = await self.r.hget(keys.job(existing), "state")
-                if state == "done" and self.s.keeps_results:  # retention 0: never reused
+                if state == State.DONE and self.s.keeps_results:  # retention 0: never reused
                     await self.r.hincrby(keys.STATS, "url_cache_hits", 1)
                     return existing, "cached"
-                if state in ("queued", "running"):
+                if state in (State.QUEUED, State.RUNNING):
                     return existing, "shared"
                 stale = existing
         job_id = uuid.uuid4().hex
-        now = str(round(time.time(), 3))
-        record = {"id": job_id, "state": "queued", "stage": "queued", "message": "Waiting in the queue",
+        queued = Event(Stage.QUEUED, "Waiting in the queue", State.QUEUED, round(time.time(), 3))
+        now = str(queued.ts)
+        record = {"id": job_id, "state": str(queued.state), "stage": str(queued.stage), "message": queued.message,
                   "input": input, "normalised_url": normalised or "", "owner": owner, "fresh": int(fresh),
                   "upload": int(upload), "created_at": now, "updated_at": now}
         # The record exists before the URL points at it, so a concurrent identical request
@@ -113,7 +115,7 @@ class ApiStore:
         p = self.r.pipeline()
         p.hset(keys.job(job_id), mapping=record)
         p.expire(keys.job(job_id), ttl)
-        p.xadd(keys.events(job_id), {"stage": "queued", "state": "queued", "message": record["message"], "ts": now})
+        p.xadd(keys.events(job_id), queued.to_fields())
         p.expire(keys.events(job_id), ttl)
         p.zadd(keys.LIVE, {job_id: float(now)})  # the stale sweep watches it from now on
         await p.execute()
@@ -166,7 +168,7 @@ class ApiStore:
             elif got != self.IDEM_PENDING:
                 return got
             if time.monotonic() > deadline:
-                raise ApiProblem(409, "submission-in-progress", "This submission is still being made",
+                raise ApiProblem(409, Problem.SUBMISSION_IN_PROGRESS, "This submission is still being made",
                                  "A request with the same Idempotency-Key has not finished; try again shortly.",
                                  headers={"Retry-After": "2"})
             await asyncio.sleep(0.1)

@@ -50,7 +50,7 @@ def test_multishot_video_of_three_people(analyzer, tmp_path):
     assert {m.name for m in r.models} == {"meso4-df", "meso4-f2f", "mesoinception4-df", "mesoinception4-f2f"}
     assert any(w.code == "members_not_scored" for w in r.warnings)
     stages = [e.stage for e in events]
-    for st in ("fetching", "probing", "segmenting", "detecting_faces", "clustering", "scoring", "rendering", "done"):
+    for st in ("downloading", "probing", "segmenting", "detecting_faces", "clustering", "scoring", "rendering", "done"):
         assert st in stages
     assert stages.index("segmenting") < stages.index("detecting_faces") < stages.index("scoring")
     assert {"probe", "decode", "faces", "crops", "embeddings", "scoring", "gallery"} <= set(r.timings_s)

@@ -19,6 +19,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from detector.errors import WorkerLost
+from detector.vocabulary import TERMINAL, Event, Problem, Stage, State, as_problem
+
 from . import keys
 from .settings import ServiceSettings
 
@@ -46,38 +49,32 @@ class JobStore:
         return self.r.hgetall(keys.job(job_id))
 
     # -- writing ------------------------------------------------------------------------
-    def event(self, job_id: str, stage: str, message: str, state: str = "running",
+    def event(self, job_id: str, stage: Stage, message: str, state: State = State.RUNNING,
               done: int | None = None, total: int | None = None, counts: dict | None = None,
-              **extra) -> None:
+              score: float | None = None, verdict: str | None = None, code: Problem | None = None) -> None:
+        """Append one event to the job's stream and mirror it in the job record."""
         if self.ended(job_id):  # an ended check stays ended (a late task after a stale sweep)
             return
-        ev = {"stage": stage, "message": message, "state": state, "ts": str(now())}
-        if done is not None:
-            ev["done"] = str(done)
-        if total is not None:
-            ev["total"] = str(total)
-        if counts:
-            ev["counts"] = json.dumps(counts)
-        ev.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-        terminal = state in keys.TERMINAL
-        ttl = self.settings.done_ttl() if terminal else self.settings.live_ttl()
+        ev = Event(Stage(stage), message, State(state), now(), done, total, counts or {}, score, verdict, code)
+        ttl = self.settings.done_ttl() if ev.terminal else self.settings.live_ttl()
         p = self.r.pipeline()
-        p.xadd(keys.events(job_id), ev, maxlen=EVENTS_MAXLEN, approximate=True)
+        p.xadd(keys.events(job_id), ev.to_fields(), maxlen=EVENTS_MAXLEN, approximate=True)
         p.expire(keys.events(job_id), ttl)
-        fields = {"state": state, "stage": stage, "message": message, "updated_at": ev["ts"]}
+        fields = ev.to_fields()
+        record = {"state": fields["state"], "stage": fields["stage"], "message": message, "updated_at": fields["ts"]}
         for f in ("done", "total", "counts"):
-            fields[f] = ev.get(f, "")
-        p.hset(keys.job(job_id), mapping=fields)
+            record[f] = fields.get(f, "")
+        p.hset(keys.job(job_id), mapping=record)
         p.expire(keys.job(job_id), ttl)
-        if terminal:
+        if ev.terminal:
             p.expire(keys.readers(job_id), ttl)
             p.zrem(keys.LIVE, job_id)
             if not self.settings.keeps_results:  # the URL's pointer served in-flight sharing only
                 url = self.r.hget(keys.job(job_id), "normalised_url")
                 if url:
                     p.eval(keys.DELETE_IF_EQUAL, 1, keys.url_key(url), job_id)
-        elif state == "running":
-            p.zadd(keys.LIVE, {job_id: float(ev["ts"])})
+        elif ev.state is State.RUNNING:
+            p.zadd(keys.LIVE, {job_id: ev.ts})
         p.execute()
 
     def beat(self, job_id: str) -> None:
@@ -85,13 +82,13 @@ class JobStore:
         self.r.zadd(keys.LIVE, {job_id: now()}, xx=True)
 
     def ended(self, job_id: str) -> bool:
-        return self.r.hget(keys.job(job_id), "state") in keys.TERMINAL
+        return self.r.hget(keys.job(job_id), "state") in TERMINAL
 
     def progress(self, job_id: str):
         """A detector ProgressFn that publishes the pipeline's events for this job."""
 
-        def publish(ev) -> None:
-            if ev.stage == "done":  # the terminal event is written with the result
+        def publish(ev: Event) -> None:
+            if ev.terminal:  # the terminal event is written with the result
                 return
             self.event(job_id, ev.stage, ev.message, done=ev.done, total=ev.total, counts=ev.counts)
 
@@ -112,7 +109,7 @@ class JobStore:
         self.set_fields(job_id, report=report_json, has_gallery=int(gallery is not None),
                         finished_at=now(), **fields)
         report = json.loads(report_json)
-        self.event(job_id, "done", report["verdict_label"], state="done",
+        self.event(job_id, Stage.DONE, report["verdict_label"], State.DONE,
                    score=report["score"], verdict=report["verdict"])
         self.r.hincrby(keys.STATS, "jobs_done", 1)
 
@@ -121,8 +118,8 @@ class JobStore:
             log.warning("job %s already ended; a late failure (%s) is dropped", job_id, problem.get("code"))
             return
         self.set_fields(job_id, problem=json.dumps(problem), finished_at=now())
-        self.event(job_id, "failed", problem.get("detail") or problem.get("title", "failed"), state="failed",
-                   code=problem.get("code", "error"))
+        self.event(job_id, Stage.FAILED, problem.get("detail") or problem.get("title", "failed"), State.FAILED,
+                   code=as_problem(problem.get("code")))
         self.r.hincrby(keys.STATS, "jobs_failed", 1)
         self.r.hincrby(keys.STATS, f"jobs_failed:{problem.get('code', 'error')}", 1)
 
@@ -135,7 +132,7 @@ class JobStore:
         if self.r.set(key, job_id, nx=True, ex=self.settings.retention_s):
             return None
         other = self.r.get(key)
-        if other and other != job_id and self.r.hget(keys.job(other), "state") == "done":
+        if other and other != job_id and self.r.hget(keys.job(other), "state") == State.DONE:
             return other
         self.r.set(key, job_id, ex=self.settings.retention_s)  # earlier one failed or expired
         return None
@@ -166,10 +163,10 @@ class JobStore:
                 continue
             if not self.r.set(f"df:sweep:{job_id}", "1", nx=True, ex=60):
                 continue  # another worker's sweep has it
-            if self.r.hget(keys.job(job_id), "state") not in (None, *keys.TERMINAL):
+            if self.r.hget(keys.job(job_id), "state") not in (None, *TERMINAL):
                 log.warning("job %s: no sign of life for %d s and no message in the broker; failing it",
                             job_id, self.settings.stale_limit_s())
-                self.fail(job_id, STALE_PROBLEM)
+                self.fail(job_id, WorkerLost().to_dict())
                 swept.append(job_id)
             self.r.zrem(keys.LIVE, job_id)
         return swept
@@ -200,11 +197,6 @@ class JobStore:
     def housekeeping(self) -> None:
         self.sweep_stale()
         self.clean_orphans()
-
-
-STALE_PROBLEM = {"code": "worker-lost", "title": "The check stopped", "status": 503, "transient": True,
-                 "detail": "The worker checking this stopped answering and the check could not be resumed. "
-                           "Please send it again."}
 
 
 def fetched_fields(fetched) -> dict:

@@ -1,6 +1,6 @@
-"""Redis key names and the job record's shape, shared by the workers and the API.
+"""Redis key names, shared by the workers and the API (the job vocabulary: detector.vocabulary).
 
-  df:job:{id}        hash: the job record (see JOB_FIELDS)
+  df:job:{id}        hash: the job record (written by worker.jobstore and extension_api.store)
   df:events:{id}     stream: the job's progress events, in order (replayable)
   df:readers:{id}    set: names of the tokens that may read the job through /v1/checks
   df:url:{digest}    string: job id for a normalised URL (cache + sharing)
@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-TERMINAL = ("done", "failed")
-
 
 def job(job_id: str) -> str:
     return f"df:job:{job_id}"

@@ -117,6 +117,7 @@ def demo(base: str, token: str, redis_url: str) -> None:
 
     from detector.demo import demo_video
     from detector.settings import DetectorSettings
+    from detector.vocabulary import TERMINAL, State
 
     if not token:  # 'local' existed before: make a short-lived one for the demo
         import redis
@@ -132,10 +133,10 @@ def demo(base: str, token: str, redis_url: str) -> None:
     r.raise_for_status()
     job = r.json()
     print(f"demo:    checking {path.name} as job {job['id']} ...")
-    while job["state"] not in ("done", "failed"):
+    while job["state"] not in TERMINAL:
         time.sleep(0.5)
         job = requests.get(f"{base}/v1/checks/{job['id']}", headers=headers, timeout=10).json()
-    if job["state"] == "failed":
+    if job["state"] == State.FAILED:
         print(f"demo:    failed: {job['problem']['detail']}")
         return
     rep = job["report"]

@@ -20,8 +20,9 @@ import redis
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
-from detector.errors import DetectorError
+from detector.errors import AnalysisTimeout, DetectorError, DownloadTimeout, InternalError, WorkerCrashed
 from detector.fetch import Fetched, fetch
+from detector.vocabulary import TERMINAL, Stage
 
 from . import keys
 from .celery_app import ANALYZE_TASK, FETCH_TASK, app
@@ -63,34 +64,30 @@ def _load_models_after_fork(**_):
             log.error("models not loaded: %s", e.detail)
 
 
-PROBLEMS = {
-    "timeout": {"code": "timeout", "title": "The check took too long", "status": 504, "transient": False,
-                "detail": "The analysis did not finish in time; a shorter clip may work."},
-    "download-timeout": {"code": "timeout", "title": "The download took too long", "status": 504,
-                         "transient": False,
-                         "detail": "The medium did not download in time; the site may be slow, or the file too big."},
-    "crashed": {"code": "worker-crashed", "title": "The analysis crashed", "status": 500, "transient": False,
-                "detail": "The analysis stopped unexpectedly several times on this medium."},
-    "internal": {"code": "internal-error", "title": "Internal error", "status": 500, "transient": False,
-                 "detail": "Something went wrong on our side; the team has the details."},
-}
-
 
 def _start(job_id: str) -> dict | None:
     """The job record, or None when there is nothing (more) to do."""
     rec = store().get(job_id)
-    if not rec or rec.get("state") in keys.TERMINAL:
+    if not rec or rec.get("state") in TERMINAL:
         return None
     deliveries = store().r.hincrby(keys.job(job_id), "deliveries", 1)
     if deliveries > MAX_DELIVERIES:
-        store().fail(job_id, PROBLEMS["crashed"])
+        store().fail(job_id, WorkerCrashed().to_dict())
         _cleanup(job_id)
         return None
     if deliveries > 1:  # the worker that had it stopped (killed, restarted, lost)
-        store().event(job_id, rec.get("stage") or "queued",
+        store().event(job_id, _stage_of(rec),
                       f"A worker stopped during this check; starting it again "
-                      f"(attempt {deliveries} of {MAX_DELIVERIES}).", redelivered=deliveries)
+                      f"(attempt {deliveries} of {MAX_DELIVERIES}).")
     return rec
+
+
+def _stage_of(rec: dict) -> Stage:
+    """The stage a job record was at (one this version does not name: queued)."""
+    try:
+        return Stage(rec.get("stage") or Stage.QUEUED)
+    except ValueError:
+        return Stage.QUEUED
 
 
 @worker_ready.connect
@@ -140,7 +137,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
     if rec is None:
         return {"job": job_id, "outcome": "skipped"}
     st = store()
-    st.event(job_id, "downloading", "Downloading the medium" if not upload_path else "Reading the upload")
+    st.event(job_id, Stage.DOWNLOADING, "Downloading the medium" if not upload_path else "Reading the upload")
     try:
         with heartbeat(job_id):
             fetched = fetch(upload_path or rec["input"], SETTINGS.work_dir(job_id) / "media")
@@ -148,20 +145,20 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
         if e.transient and self.request.retries < SETTINGS.max_retries:
             st.r.hincrby(keys.job(job_id), "deliveries", -1)
             delay = SETTINGS.retry_backoff_s * 2 ** self.request.retries
-            st.event(job_id, "downloading", f"{e.detail} Trying again in {delay:.0f} s.")
+            st.event(job_id, Stage.DOWNLOADING, f"{e.detail} Trying again in {delay:.0f} s.")
             raise self.retry(countdown=delay, max_retries=SETTINGS.max_retries)
         st.fail(job_id, e.to_dict())
         _cleanup(job_id)
-        return {"job": job_id, "outcome": e.code}
+        return {"job": job_id, "outcome": str(e.code)}
     except SoftTimeLimitExceeded:
-        st.fail(job_id, PROBLEMS["download-timeout"])
+        st.fail(job_id, DownloadTimeout().to_dict())
         _cleanup(job_id)
         return {"job": job_id, "outcome": "timeout"}
     except Retry:
         raise
     except Exception:  # a bug, not the user's input: the job ends (never left queued) and is logged
         log.exception("job %s: fetch failed", job_id)
-        st.fail(job_id, PROBLEMS["internal"])
+        st.fail(job_id, InternalError().to_dict())
         _cleanup(job_id)
         raise
     if upload_path:  # the report names the upload as the user did, not by its path on the server
@@ -175,7 +172,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
             return {"job": job_id, "outcome": "content-cache-hit", "same_as": other}
     elif SETTINGS.keeps_results:
         st.r.set(keys.sha_key(fetched.sha256), job_id, ex=SETTINGS.retention_s)
-    st.event(job_id, "queued", "Waiting for an analysis worker")
+    st.event(job_id, Stage.QUEUED, "Waiting for an analysis worker")
     analyze_job.apply_async(args=[job_id, str(fetched.path)])
     return {"job": job_id, "outcome": "fetched"}
 
@@ -202,13 +199,13 @@ def analyze_job(self, job_id: str, media_path: str) -> dict:
         return {"job": job_id, "outcome": analysis.report.status}
     except DetectorError as e:
         st.fail(job_id, e.to_dict())
-        return {"job": job_id, "outcome": e.code}
+        return {"job": job_id, "outcome": str(e.code)}
     except SoftTimeLimitExceeded:
-        st.fail(job_id, PROBLEMS["timeout"])
+        st.fail(job_id, AnalysisTimeout().to_dict())
         return {"job": job_id, "outcome": "timeout"}
     except Exception:
         log.exception("job %s failed", job_id)
-        st.fail(job_id, PROBLEMS["internal"])
+        st.fail(job_id, InternalError().to_dict())
         raise
     finally:
         _cleanup(job_id)
