@@ -173,15 +173,15 @@ class Analyzer:
         faces, sampled, thumbs, spans, decoded = self._detect(fetched.path, info, progress, timer)
 
         progress(Event(Stage.CLUSTERING, "Grouping faces by person",
-                               counts={"shots": len(spans), "faces": len(faces)}))
+                       counts={"shots": len(spans), "faces": len(faces)}))
         embedding_s = timer.t.setdefault("embeddings", 0.0)
         with timer("clusters"):
             clusters, dropped = self._cluster(faces, spans, sampled, timer)
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
         kept = [i for cl in clusters.values() for c in cl for i in c]
-        progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", 0, len(kept),
-                               counts={"faces": len(kept)}))
+        progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", done=0, total=len(kept),
+                       counts={"faces": len(kept)}))
         with timer("scoring"):
             if kept:
                 scored = self.ensemble.score([faces[i].member_crops for i in kept])
@@ -190,7 +190,7 @@ class Analyzer:
                     faces[i].score = float(scored.combined[k])
                     faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
                     faces[i].member_logits = {n: float(v[k]) for n, v in scored.logits.items()}
-        progress(Event(Stage.SCORING, "Scored", len(kept), len(kept)))
+        progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
 
         report, keyframes = self._report(fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer)
         png = None
@@ -201,8 +201,8 @@ class Analyzer:
             with timer("gallery"):
                 png = render_gallery(report, keyframes)
             report.timings_s = dict(timer.t)
-        progress(Event(Stage.DONE, report.verdict_label, State.DONE, score=report.score, verdict=R.Verdict(report.verdict).value,
-                       counts={"shots": len(report.shots), "faces": len(kept)}))
+        progress(Event(Stage.DONE, report.verdict_label, state=State.DONE, score=report.score,
+                       verdict=R.Verdict(report.verdict).value, counts={"shots": len(report.shots), "faces": len(kept)}))
         members = {}
         for m in self.ensemble.members:
             name = m.member.name
@@ -258,7 +258,7 @@ class Analyzer:
             return sum(min(budget, sp.end_frame - sp.start_frame) for sp in known) + \
                 (min(budget, info.frame_count - end) if info.kind == "video" and info.frame_count > end else 0)
 
-        progress(Event(Stage.DETECTING_FACES, "Looking for faces", 0, expected()))
+        progress(Event(Stage.DETECTING_FACES, "Looking for faces", done=0, total=expected()))
 
         def look(batch: list[tuple[int, np.ndarray]]) -> None:
             """Faces in each (index, RGB) frame, their crops, and (1.x) their embeddings."""
@@ -279,7 +279,7 @@ class Analyzer:
                         for d, e in zip(fd, fe)])
             n = len(looked)
             progress(Event(Stage.DETECTING_FACES, f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
-                                   n, max(n, expected()), counts={"shots": len(shots())}))
+                       done=n, total=max(n, expected()), counts={"shots": len(shots())}))
 
         taken: list[tuple[int, int]] = []  # (shot, frame index) the sampler took, in order
         early, late = [], []

@@ -11,7 +11,7 @@ the bots' sentence tables are checked against :class:`Problem` and :class:`Stage
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 
 
@@ -119,6 +119,7 @@ class Event:
 
     stage: Stage
     message: str
+    _: KW_ONLY  # the rest by name: Event(Stage.SCORING, "Scored", done=3, total=3)
     state: State = State.RUNNING
     ts: float | None = None
     done: int | None = None  # within the stage: done of total (faces looked at, scored)

@@ -105,7 +105,7 @@ class ApiStore:
                     return existing, "shared"
                 stale = existing
         job_id = uuid.uuid4().hex
-        queued = Event(Stage.QUEUED, "Waiting in the queue", State.QUEUED, round(time.time(), 3))
+        queued = Event(Stage.QUEUED, "Waiting in the queue", state=State.QUEUED, ts=round(time.time(), 3))
         now = str(queued.ts)
         record = {"id": job_id, "state": str(queued.state), "stage": str(queued.stage), "message": queued.message,
                   "input": input, "normalised_url": normalised or "", "owner": owner, "fresh": int(fresh),

@@ -88,11 +88,11 @@ def test_an_event_reads_back_as_it_was_written():
     assert Event.from_fields(ev.to_fields()) == ev and Event.from_json(ev.to_json()) == ev
     assert all(isinstance(v, str) for v in ev.to_fields().values())  # what a Redis stream holds
     assert ev.to_json()["done"] == 2 and "score" not in ev.to_json() and not ev.terminal
-    done = Event(Stage.DONE, "Likely authentic", State.DONE, 2.0, score=0.12, verdict="likely_authentic")
+    done = Event(Stage.DONE, "Likely authentic", state=State.DONE, ts=2.0, score=0.12, verdict="likely_authentic")
     assert Event.from_fields(done.to_fields()) == done and done.terminal
-    inconclusive = Event(Stage.DONE, "Inconclusive", State.DONE, 2.0, score=None, verdict="inconclusive")
+    inconclusive = Event(Stage.DONE, "Inconclusive", state=State.DONE, ts=2.0, score=None, verdict="inconclusive")
     assert inconclusive.to_json()["score"] is None and Event.from_fields(inconclusive.to_fields()) == inconclusive
-    failed = Event(Stage.FAILED, "The file is too large", State.FAILED, 3.0, code=Problem.TOO_LARGE)
+    failed = Event(Stage.FAILED, "The file is too large", state=State.FAILED, ts=3.0, code=Problem.TOO_LARGE)
     assert failed.to_json()["code"] == "too-large" and Event.from_json(failed.to_json()) == failed
     # a code this version does not know is kept as the general one
     assert Event.from_json({**failed.to_json(), "code": "brand-new"}).code is Problem.DETECTOR_ERROR

@@ -55,7 +55,8 @@ class JobStore:
         """Append one event to the job's stream and mirror it in the job record."""
         if self.ended(job_id):  # an ended check stays ended (a late task after a stale sweep)
             return
-        ev = Event(Stage(stage), message, State(state), now(), done, total, counts or {}, score, verdict, code)
+        ev = Event(Stage(stage), message, state=State(state), ts=now(), done=done, total=total, counts=counts or {},
+                   score=score, verdict=verdict, code=code)
         ttl = self.settings.done_ttl() if ev.terminal else self.settings.live_ttl()
         p = self.r.pipeline()
         p.xadd(keys.events(job_id), ev.to_fields(), maxlen=EVENTS_MAXLEN, approximate=True)
