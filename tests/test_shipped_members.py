@@ -28,6 +28,18 @@ def shipped_analyzer(tmp_path_factory):
     return Analyzer(settings, device="cpu").load()
 
 
+def test_the_default_ensemble_is_the_manifest_rule_on_shipped_weights(tmp_path):
+    """What a user's check is scored with when nothing is named: the members of the rule in
+    detector/manifest.json, all shipped here, combined by the rule's weights."""
+    manifest = load_manifest()
+    assert manifest.ensemble is not None and set(manifest.ensemble.members) <= {m.name for m in SHIPPED}
+    store = WeightStore(tmp_path)
+    for m in SHIPPED:
+        store.fetch(m)
+    ens = Analyzer(DetectorSettings(weights_dir=tmp_path, members=None), device="cpu").load().ensemble
+    assert [m.member.name for m in ens.members] == manifest.ensemble.members and ens.rule == manifest.ensemble
+
+
 def test_shipped_members_score_the_demo_photo(shipped_analyzer, tmp_path):
     path = tmp_path / "hopper.jpg"
     Image.fromarray(shipped_photo()).save(path, quality=90)
