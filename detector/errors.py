@@ -16,8 +16,10 @@ class DetectorError(Exception):
     status = 500
     transient = False
 
+    default_detail: str | None = None  # the sentence when none is given (else the title)
+
     def __init__(self, detail: str | None = None):
-        self.detail = detail or self.title
+        self.detail = detail or self.default_detail or self.title
         super().__init__(self.detail)
 
     def to_dict(self) -> dict:
@@ -117,27 +119,21 @@ class AnalysisTimeout(DetectorError):
     code = Problem.TIMEOUT
     title = "The check took too long"
     status = 504
-
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail or "The analysis did not finish in time; a shorter clip may work.")
+    default_detail = "The analysis did not finish in time; a shorter clip may work."
 
 
 class DownloadTimeout(DetectorError):
     code = Problem.TIMEOUT
     title = "The download took too long"
     status = 504
-
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail or "The medium did not download in time; the site may be slow, or the file too big.")
+    default_detail = "The medium did not download in time; the site may be slow, or the file too big."
 
 
 class WorkerCrashed(DetectorError):
     code = Problem.WORKER_CRASHED
     title = "The analysis crashed"
     status = 500
-
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail or "The analysis stopped unexpectedly several times on this medium.")
+    default_detail = "The analysis stopped unexpectedly several times on this medium."
 
 
 class WorkerLost(DetectorError):
@@ -145,16 +141,12 @@ class WorkerLost(DetectorError):
     title = "The check stopped"
     status = 503
     transient = True
-
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail or "The worker checking this stopped answering and the check could not be "
-                                   "resumed. Please send it again.")
+    default_detail = ("The worker checking this stopped answering and the check could not be resumed. "
+                      "Please send it again.")
 
 
 class InternalError(DetectorError):
     code = Problem.INTERNAL_ERROR
     title = "Internal error"
     status = 500
-
-    def __init__(self, detail: str | None = None):
-        super().__init__(detail or "Something went wrong on our side; the team has the details.")
+    default_detail = "Something went wrong on our side; the team has the details."

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 # 1.1: reliability gate (inconclusive_reasons), calibrated members
 # 1.2: each member scores its own face crop (models[].crop); the ensemble's rule (combination)
-REPORT_VERSION = "1.2.0"
+# 1.3: the default models change: meve-mobilenetv2 4.0.0 under the stacking rule replaces MesoNet
+REPORT_VERSION = "1.3.0"
 
 # Score bands over the ensemble's mean of *calibrated* member probabilities (each member
 # Platt-scaled on a validation split, detector.calibration): under 0.35 the faces are
