@@ -44,7 +44,7 @@ def two_margin_analyzer(tmp_path_factory):
         member.crop = CropSpec(margin=margin)
         store.import_file(member, path)
         members.append(member)
-    settings = DetectorSettings(weights_dir=tmp / "weights", precision="fp32")
+    settings = DetectorSettings(weights_dir=tmp / "weights", precision="fp32", members=None)  # both of them
     return Analyzer(settings, device="cpu", manifest=Manifest(members=members)).load()
 
 

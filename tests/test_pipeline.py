@@ -48,7 +48,7 @@ def test_multishot_video_of_three_people(analyzer, tmp_path):
     assert [w.code for w in r.inconclusive_reasons] == ["faces_too_small"]
     assert r.verdict_note.startswith("Inconclusive because the faces are too small")
     assert {m.name for m in r.models} == {"meso4-df", "meso4-f2f", "mesoinception4-df", "mesoinception4-f2f"}
-    assert any(w.code == "members_not_scored" for w in r.warnings)
+    assert not any(w.code == "members_not_scored" for w in r.warnings)  # every member named was scored
     stages = [e.stage for e in events]
     for st in ("downloading", "probing", "segmenting", "detecting_faces", "clustering", "scoring", "rendering", "done"):
         assert st in stages
@@ -119,6 +119,17 @@ def test_image_is_one_shot_with_per_face_scores(analyzer):
     boxes = sorted(f.box.x1 for f in r.faces)
     assert boxes[1] - boxes[0] > 100  # two different people, side by side
     assert r.shots[0].score == pytest.approx(r.score)
+
+
+def test_a_member_without_weights_is_named_in_the_report_not_scored(mesonet_store):
+    """A member asked for whose weights are not installed (the full-size MeVer designs have
+    none): the others score, and the report says which one did not."""
+    settings = DetectorSettings(weights_dir=mesonet_store.root, frames_per_shot_cpu=4,
+                                members=["meso4-df", "meve-effnet-b4"])
+    r = run(str(shared("media", "unlabeled", "obama.jpg")), Analyzer(settings, device="cpu").load()).report
+    assert [m.name for m in r.models] == ["meso4-df"] and r.score is not None
+    warning = next(w for w in r.warnings if w.code == "members_not_scored")
+    assert "meve-effnet-b4" in warning.message
 
 
 def test_no_face_gives_no_score(analyzer, tmp_path):

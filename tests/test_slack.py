@@ -174,7 +174,10 @@ async def test_about_summarises_the_services_model_card(slack):
     fake, url, http = slack
     text = await ack_text(http, url, "about")
     assert text.startswith("*About these checks*") and "*Limits*" in text
-    assert "detectors: meso4-df" in text  # read from the API's /v1/model-card, not from the bot's host
+    from detector.manifest import load_manifest
+
+    # read from the API's /v1/model-card (the stack's default ensemble), not from the bot's host
+    assert "detectors: " + ", ".join(load_manifest().ensemble.members) in text
     assert "/v1/model-card|Model card>" in text
 
 
