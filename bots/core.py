@@ -58,7 +58,7 @@ STAGE_TEXT = {
 
 # One sentence for every problem code (tests/test_vocabulary.py keeps it complete). Those
 # of the service's own set-up or of the bot's requests are not the asker's doing: they say so.
-_NOT_READY = "The checking service isn't ready yet; its operators have been told. Please try again later."
+_NOT_READY = "The checking service isn't ready yet. Please try again later, or tell the people who run it."
 _OUR_SIDE = "Something went wrong on the checking service's side; please try again later."
 FRIENDLY = {
     Problem.UNSUPPORTED_URL: "I can only check public http(s) links to videos and images.",
@@ -82,8 +82,8 @@ FRIENDLY = {
     Problem.WORKER_CRASHED: "The analysis stopped unexpectedly several times on this medium, so I gave up on it.",
     Problem.WORKER_LOST: "The check stopped on the service's side and could not be resumed; please send it again.",
     Problem.INTERNAL_ERROR: _OUR_SIDE,
-    Problem.UNAUTHORISED: "This bot is not set up with a token for the checking service; its operators have been told.",
-    Problem.BAD_TOKEN: "The checking service refused this bot's token; its operators have been told.",
+    Problem.UNAUTHORISED: "This bot has no token for the checking service; please tell the people who run it.",
+    Problem.BAD_TOKEN: "The checking service refused this bot's token; please tell the people who run it.",
     Problem.FORBIDDEN: "The checking service refused this request.",
     Problem.BAD_REQUEST: _OUR_SIDE,
     Problem.REQUEST_TOO_LARGE: "That file is too large for me to send to the checking service.",
