@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from detector.report import fmt_clock
-from detector.vocabulary import TERMINAL, Problem, Stage, State, as_problem, problem_code
+from detector.vocabulary import TERMINAL, Problem, Stage, State, problem_code
 
 log = logging.getLogger(__name__)
 URL_RE = re.compile(r"https?://[^\s<>\"'`|]+", re.IGNORECASE)
@@ -106,10 +106,10 @@ BAND_ICON = {"likely_authentic": "🟢", "uncertain": "🟡", "likely_manipulate
 def friendly(problem: dict | None) -> str:
     """The sentence for a failed check's or an API request's problem (a code this version does
     not know: the service's own detail)."""
-    code = as_problem(problem_code(problem))
-    if code is None or code.value != problem_code(problem):
+    try:
+        return FRIENDLY[Problem(problem_code(problem))]
+    except ValueError:
         return (problem or {}).get("detail") or "The check failed."
-    return FRIENDLY[code]
 
 
 def stage_text(event: dict) -> str:

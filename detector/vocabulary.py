@@ -23,10 +23,6 @@ class State(StrEnum):
     DONE = "done"
     FAILED = "failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
 
 TERMINAL = frozenset({State.DONE, State.FAILED})
 
@@ -133,32 +129,6 @@ class Event:
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
-    def to_fields(self) -> dict[str, str]:
-        """Flat string fields, as a Redis stream entry holds them (absent: not given)."""
-        out = {"stage": str(self.stage), "message": self.message, "state": str(self.state)}
-        for k in ("ts", "done", "total"):
-            if getattr(self, k) is not None:
-                out[k] = str(getattr(self, k))
-        if self.counts:
-            out["counts"] = json.dumps(self.counts)
-        if self.state is State.DONE:
-            out["score"] = json.dumps(self.score)
-        if self.verdict is not None:
-            out["verdict"] = self.verdict
-        if self.code is not None:
-            out["code"] = str(self.code)
-        return out
-
-    @classmethod
-    def from_fields(cls, f: dict[str, str]) -> "Event":
-        return cls(stage=Stage(f["stage"]), message=f.get("message", ""), state=State(f.get("state", "running")),
-                   ts=float(f["ts"]) if f.get("ts") else None,
-                   done=int(f["done"]) if f.get("done") else None,
-                   total=int(f["total"]) if f.get("total") else None,
-                   counts=json.loads(f["counts"]) if f.get("counts") else {},
-                   score=json.loads(f["score"]) if f.get("score") else None,
-                   verdict=f.get("verdict") or None, code=as_problem(f.get("code")))
-
     def to_json(self) -> dict:
         """The event as the API's stream sends it: numbers as numbers, absent fields left out."""
         out: dict = {"stage": str(self.stage), "message": self.message, "state": str(self.state)}
@@ -178,6 +148,18 @@ class Event:
         return cls(stage=Stage(d["stage"]), message=d.get("message", ""), state=State(d.get("state", "running")),
                    ts=d.get("ts"), done=d.get("done"), total=d.get("total"), counts=d.get("counts") or {},
                    score=d.get("score"), verdict=d.get("verdict"), code=as_problem(d.get("code")))
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields, as a Redis stream entry holds them: ``to_json``'s, with the
+        numbers and counts JSON-encoded."""
+        return {k: json.dumps(v) if k in _ENCODED else v for k, v in self.to_json().items()}
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> "Event":
+        return cls.from_json({k: json.loads(v) if k in _ENCODED else v for k, v in f.items()})
+
+
+_ENCODED = frozenset({"ts", "done", "total", "counts", "score"})  # JSON-encoded in a stream entry
 
 
 def as_problem(raw: str | None) -> Problem | None:

@@ -33,11 +33,11 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from detector.vocabulary import Event, Problem
 from detector.errors import DetectorError
 from detector.modelcard import model_card
 from detector.netguard import check_url
 from detector.settings import DetectorSettings
+from detector.vocabulary import Event, Problem
 from worker import keys
 from worker.celery_app import FETCH_TASK, make_celery
 from worker.settings import ServiceSettings

@@ -58,10 +58,10 @@ class JobStore:
         ev = Event(Stage(stage), message, state=State(state), ts=now(), done=done, total=total, counts=counts or {},
                    score=score, verdict=verdict, code=code)
         ttl = self.settings.done_ttl() if ev.terminal else self.settings.live_ttl()
-        p = self.r.pipeline()
-        p.xadd(keys.events(job_id), ev.to_fields(), maxlen=EVENTS_MAXLEN, approximate=True)
-        p.expire(keys.events(job_id), ttl)
         fields = ev.to_fields()
+        p = self.r.pipeline()
+        p.xadd(keys.events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        p.expire(keys.events(job_id), ttl)
         record = {"state": fields["state"], "stage": fields["stage"], "message": message, "updated_at": fields["ts"]}
         for f in ("done", "total", "counts"):
             record[f] = fields.get(f, "")

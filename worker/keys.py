@@ -17,6 +17,7 @@ import hashlib
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+
 def job(job_id: str) -> str:
     return f"df:job:{job_id}"
 
