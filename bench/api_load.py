@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extension_api.tokens import create  # noqa: E402
-from worker.stack import free_port, start_redis, stop_all, wait_for_port  # noqa: E402
+from stack.local import free_port, start_redis, stop_all, wait_for_port  # noqa: E402
 
 DEFAULT_CLIP = ROOT.parent / "shared" / "media" / "devset" / "videos" / "anchor_fake.mp4"
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extension_api.tokens import create  # noqa: E402
-from worker.stack import free_port, start_redis, stop_all, wait_for_port  # noqa: E402
+from stack.local import free_port, start_redis, stop_all, wait_for_port  # noqa: E402
 
 PHOTO = ROOT.parent / "shared" / "media" / "unlabeled" / "obama.jpg"
 MIX = [("status", 0.60), ("cache-hit", 0.25), ("submit", 0.15)]

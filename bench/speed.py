@@ -56,7 +56,7 @@ def measure(config: str, members, device: str, files: list[Path]) -> dict:
     from detector.pipeline import Analyzer, run
 
     analyzer = Analyzer(_settings(config, members, device)).load()
-    run(str(files[0]), analyzer, gallery=False)  # warm up (kernel selection, caches), as a worker that has run once
+    run(str(files[0]), analyzer)  # warm up (kernel selection, caches, matplotlib), as a worker that has run once
     rows = []
     for f in files:
         t = time.perf_counter()

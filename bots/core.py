@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from detector.report import fmt_clock
+from detector.report import ReportVersionError, fmt_clock, read_report
 from detector.vocabulary import TERMINAL, Problem, Stage, State, problem_code
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ NO_LINK = ("Send me a link to a video or image (or the file itself), and I'll es
            "it is that the faces in it were manipulated.")
 NO_FACE = ("I couldn't find a face to analyse, so I can't say whether this is a deepfake. "
            "That says nothing about whether it is authentic.")
+NEWER_REPORT = ("The check finished, but its report is in a newer format than this bot reads. "
+                "Open the report page below; please tell the people who run the bot.")
 BAND_ICON = {"likely_authentic": "🟢", "uncertain": "🟡", "likely_manipulated": "🔴", "inconclusive": "⚪"}
 
 
@@ -130,43 +132,42 @@ def stage_text(event: dict) -> str:
 class Reply:
     """A finished check, as every channel shows it."""
 
-    ok: bool
     headline: str  # "🔴 Likely manipulated: 87% probability of manipulation" or the failure sentence
-    verdict: str = "inconclusive"
     score: float | None = None
     shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%"
     warnings: list[str] = field(default_factory=list)
     report_url: str | None = None
     gallery_url: str | None = None
     seen_before: bool = False
-    title: str | None = None
 
 
 def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     links = view.get("links", {})
     if view.get("state") == State.FAILED:
-        return Reply(ok=False, headline=friendly(view.get("problem")), report_url=links.get("report_page"))
-    r = view["report"]
-    if r["score"] is None:
+        return Reply(headline=friendly(view.get("problem")), report_url=links.get("report_page"))
+    try:
+        r = read_report(view["report"])
+    except ReportVersionError:
+        return Reply(headline=NEWER_REPORT, report_url=links.get("report_page"))
+    if r.score is None:
         headline = f"{BAND_ICON['inconclusive']} {NO_FACE}"
-    elif r.get("verdict_note"):  # the reliability gate: no number presented as a finding
-        headline = f"{BAND_ICON['inconclusive']} {r['verdict_note']}"
+    elif r.verdict_note:  # the reliability gate: no number presented as a finding
+        headline = f"{BAND_ICON['inconclusive']} {r.verdict_note}"
     else:
-        headline = (f"{BAND_ICON.get(r['verdict'], '')} {r['verdict_label']}: "
-                    f"{r['score'] * 100:.0f}% probability that the faces were manipulated")
+        headline = (f"{BAND_ICON.get(r.verdict.value, '')} {r.verdict_label}: "
+                    f"{r.score * 100:.0f}% probability that the faces were manipulated")
     shots = []
-    gated = r["score"] is not None and bool(r.get("verdict_note"))  # no number shown as a finding
-    for s in r["shots"]:
-        score = ("no face" if s["score"] is None else "faces found, no reliable score" if gated
-                 else f"{s['score'] * 100:.0f}%")
-        where = (f"Shot {s['index'] + 1} ({fmt_clock(s['start_s'])}–{fmt_clock(s['end_s'])})"
-                 if r["media"]["kind"] == "video" else "Image")
+    gated = r.score is not None and bool(r.verdict_note)  # no number shown as a finding
+    for s in r.shots:
+        score = ("no face" if s.score is None else "faces found, no reliable score" if gated
+                 else f"{s.score * 100:.0f}%")
+        where = (f"Shot {s.index + 1} ({fmt_clock(s.start_s)}–{fmt_clock(s.end_s)})"
+                 if r.media.kind == "video" else "Image")
         shots.append(f"{where}: {score}")
-    warnings = [w["message"] for w in r.get("warnings", [])
-                if w["code"] not in ("members_not_scored", "no_faces")]
-    return Reply(ok=True, headline=headline, verdict=r["verdict"], score=r["score"], shots=shots,
-                 warnings=warnings, report_url=links.get("report_page"), gallery_url=links.get("gallery"),
-                 seen_before=bool(view.get("seen_before")), title=r["source"].get("title"))
+    warnings = [w.message for w in r.warnings if w.code not in ("members_not_scored", "no_faces")]
+    return Reply(headline=headline, score=r.score, shots=shots, warnings=warnings,
+                 report_url=links.get("report_page"), gallery_url=links.get("gallery"),
+                 seen_before=bool(view.get("seen_before")))
 
 
 def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
@@ -338,4 +339,5 @@ class CheckBot:
         task.add_done_callback(self.tasks.discard)
 
 
+SOMETHING_WRONG = "Something went wrong on my side; please try again later."
 RATE_LIMITED = "You've asked for several checks in a short time; please wait a few minutes and try again."

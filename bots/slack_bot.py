@@ -16,16 +16,27 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt import BoltResponse
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .core import NO_LINK, about_lines, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly, \
-    reply_from_view, stage_text
+from .core import (
+    NO_LINK,
+    RATE_LIMITED,
+    SOMETHING_WRONG,
+    CheckBot,
+    Reply,
+    ServiceClient,
+    ServiceError,
+    about_lines,
+    find_links,
+    friendly,
+    reply_from_view,
+    stage_text,
+)
 from .settings import BotSettings, startup
 
 log = logging.getLogger(__name__)
@@ -183,7 +194,7 @@ class SlackCheckBot(CheckBot):
             await update(friendly(e.problem))
         except Exception:
             log.exception("check failed")
-            await update("Something went wrong on my side; please try again later.")
+            await update(SOMETHING_WRONG)
 
 
 def build_app(settings: BotSettings, client: ServiceClient,
@@ -206,15 +217,8 @@ def build_app(settings: BotSettings, client: ServiceClient,
 
 
 def web_app(app: AsyncApp) -> web.Application:
-    """The aiohttp application serving Slack's requests on POST /slack/events."""
-
-    async def events(request: web.Request) -> web.Response:
-        bolt_resp = await app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_resp)
-
-    w = web.Application()
-    w.router.add_post("/slack/events", events)
-    return w
+    """bolt's own aiohttp application, serving Slack's requests on POST /slack/events."""
+    return app.web_app(path="/slack/events")
 
 
 def main() -> None:

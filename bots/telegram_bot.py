@@ -15,15 +15,25 @@ import html
 import logging
 import time
 
-from telegram import (InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters,
-                      Update)
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
 
-
-from .core import (NO_LINK, about_lines, RATE_LIMITED, CheckBot, Reply, ServiceClient, ServiceError, find_links, friendly,
-                   reply_from_view, stage_text)
+from .core import (
+    NO_LINK,
+    RATE_LIMITED,
+    SOMETHING_WRONG,
+    CheckBot,
+    Reply,
+    ServiceClient,
+    ServiceError,
+    about_lines,
+    find_links,
+    friendly,
+    reply_from_view,
+    stage_text,
+)
 from .settings import BotSettings, startup
 
 log = logging.getLogger(__name__)
@@ -125,7 +135,10 @@ class TelegramCheckBot(CheckBot):
                             "Send a link to it instead, or a shorter clip.")
             return
         status = await self._say(target, "Checking…")
-        self.spawn(self._run(context, target, status, links[0] if links else None, media, filename))
+        # The application owns the task: awaited on stop, its exception handed to on_error.
+        context.application.create_task(
+            self._run(context, target, status, links[0] if links else None, media, filename),
+            update=update, name=f"check-{target.chat_id}-{target.message_id}")
 
     async def _say(self, target: Message, text: str, html_mode: bool = False) -> Message:
         return await target.get_bot().send_message(
@@ -180,9 +193,28 @@ class TelegramCheckBot(CheckBot):
         except TelegramError as e:
             log.warning("telegram error during a check: %s", e)
             await edit("Telegram would not give me that file; please send a link instead.")
-        except Exception:
-            log.exception("check failed")
-            await edit("Something went wrong on my side; please try again later.")
+        except Exception as e:  # a bug: the user is told here, on_error logs it
+            await edit(SOMETHING_WRONG)
+            raise UserTold() from e
+
+
+class UserTold(Exception):
+    """A failure the user was already told about in the check's own status message."""
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The one error handler: every exception of a handler or of a check started with
+    ``create_task`` ends here, is logged with its update, and is told to the user once."""
+    err = context.error
+    told = isinstance(err, UserTold)
+    cause = err.__cause__ if told and err.__cause__ else err
+    log.error("update %s failed", getattr(update, "update_id", None),
+              exc_info=(type(cause), cause, cause.__traceback__))
+    if not told and isinstance(update, Update) and update.effective_message:
+        try:
+            await update.effective_message.reply_text(SOMETHING_WRONG)
+        except TelegramError as e:
+            log.warning("could not tell the user: %s", e)
 
 
 def build_application(settings: BotSettings, client: ServiceClient) -> tuple[Application, TelegramCheckBot]:
@@ -195,6 +227,7 @@ def build_application(settings: BotSettings, client: ServiceClient) -> tuple[App
         await client.close()
 
     app = builder.post_shutdown(close_client).build()
+    app.add_error_handler(on_error)
     bot = TelegramCheckBot(settings, client)
     app.add_handler(CommandHandler(["start", "help"], bot.start))
     app.add_handler(CommandHandler("about", bot.about))

@@ -51,7 +51,7 @@ class FaceEmbedder:
         self.shape_predictor = None
         self.encoder = None
 
-    def load(self) -> "FaceEmbedder":
+    def load(self) -> FaceEmbedder:
         if self.encoder is None:
             import dlib
 

@@ -14,11 +14,10 @@ such member at all, loading stops with :class:`NoTrainedWeights`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from collections.abc import Mapping, Sequence
 
 from .calibration import Platt, sigmoid
 from .errors import BadSetting, DetectorError, NoTrainedWeights
@@ -53,7 +52,7 @@ class MemberModel:
 
     @classmethod
     def load(cls, member: Member, store: WeightStore, device: str,
-             default_crop: CropSpec | None = None) -> "MemberModel":
+             default_crop: CropSpec | None = None) -> MemberModel:
         import torch
 
         from .models import create_model
@@ -121,7 +120,7 @@ class Ensemble:
         return chosen + [m for m in self.manifest.members if m.optional and m not in chosen
                          and m.weights is not None and self.store.status(m) == "verified"]
 
-    def load(self) -> "Ensemble":
+    def load(self) -> Ensemble:
         if self.members:
             return self
         for member in self.candidates():
@@ -171,7 +170,7 @@ class Ensemble:
             return torch.sigmoid((w[:, None] * logits).sum(0) + self.rule.bias)
         return torch.sigmoid(logits).mean(0)
 
-    def score(self, crops: Sequence[FaceCrops]) -> "FaceScores":
+    def score(self, crops: Sequence[FaceCrops]) -> FaceScores:
         """Every member's calibrated logit per face, and the ensemble's probability.
         A face is one RGB crop for every member, or a mapping crop spec -> crop."""
         import torch

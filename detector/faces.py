@@ -116,7 +116,7 @@ class FaceDetector:
         self.batch_size = batch_size
         self.mtcnn = None
 
-    def load(self) -> "FaceDetector":
+    def load(self) -> FaceDetector:
         if self.mtcnn is None:
             from facenet_pytorch import MTCNN
 

@@ -6,6 +6,7 @@ the sha256 of the bytes (so a repost under another URL is recognised downstream)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import mimetypes
@@ -49,6 +50,14 @@ class Fetched:
     sha256: str
     size_bytes: int
     title: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-safe: what a task hands the next task."""
+        return {**dataclasses.asdict(self), "path": str(self.path)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Fetched:
+        return cls(**{**d, "path": Path(d["path"])})
 
 
 def is_url(source: str) -> bool:

@@ -28,8 +28,15 @@ def detect_two_scale(mtcnn, small: list[np.ndarray], full: list[np.ndarray], sca
     """
     import torch
     from facenet_pytorch.models.utils.detect_face import (
-        batched_nms, batched_nms_numpy, bbreg, fixed_batch_process, generateBoundingBox, imresample, pad,
-        rerec)
+        batched_nms,
+        batched_nms_numpy,
+        bbreg,
+        fixed_batch_process,
+        generateBoundingBox,
+        imresample,
+        pad,
+        rerec,
+    )
 
     thresholds, factor = mtcnn.thresholds, mtcnn.factor
     dtype, device = next(mtcnn.pnet.parameters()).dtype, mtcnn.device

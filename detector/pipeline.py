@@ -32,8 +32,8 @@ from .fetch import Fetched, cleanup, fetch
 from .manifest import Manifest, load_manifest
 from .precision import resolve_precision
 from .probe import Limits, MediaInfo, probe
-from .settings import DetectorSettings
 from .scan import Prefetch, VideoScan
+from .settings import DetectorSettings
 from .shots import ShotSpan, split_shots
 from .tracks import group_tracks, link_tracks
 from .vocabulary import Event, Stage, State
@@ -149,7 +149,7 @@ class Analyzer:
                                  self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),
                                  resolve_precision(self.device, s.precision), all_bf16=s.precision == "bf16")
 
-    def load(self) -> "Analyzer":
+    def load(self) -> Analyzer:
         """Load every model once; raises NoTrainedWeights before any work is done."""
         self.ensemble.load()
         self.detector.load()
@@ -336,7 +336,7 @@ class Analyzer:
                 labels = connected_components(np.stack([faces[i].embedding for i in idx]),
                                               s.cluster_max_distance)
             else:
-                def embed(local: list[int]) -> np.ndarray:
+                def embed(local: list[int], idx: list[int] = idx) -> np.ndarray:  # called in this iteration
                     with timer("embeddings"):
                         ctx = [faces[idx[j]].context for j in local]
                         return self.embedder.embed_crops([c for c, _ in ctx], [b for _, b in ctx])

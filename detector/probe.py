@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import CorruptMedia, TooLong, TooManyPixels, TooSmall
 
+
 @dataclass(frozen=True)
 class MediaInfo:
     kind: str  # "image" | "video"

@@ -8,6 +8,7 @@ A client checks the major number before reading a report.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Literal
@@ -173,5 +174,20 @@ class Report(BaseModel):
         return self.model_dump_json(**kw)
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> "Report":
+    def from_json(cls, data: str | bytes) -> Report:
         return cls.model_validate_json(data)
+
+
+class ReportVersionError(ValueError):
+    """A report of another major version: its fields may mean something else."""
+
+
+def read_report(data: dict | str | bytes) -> Report:
+    """A stored or received report as every consumer reads it (the bots, the report page):
+    its major version checked against this code's, then parsed into the Report model."""
+    raw = json.loads(data) if isinstance(data, (str, bytes)) else data
+    version = str(raw.get("report_version", "")) if isinstance(raw, dict) else ""
+    if version.split(".")[0] != REPORT_VERSION.split(".")[0]:
+        raise ReportVersionError(f"report_version {version or '(none)'} is not {REPORT_VERSION.split('.')[0]}.x, "
+                                 f"the major version this code reads")
+    return Report.model_validate(raw)

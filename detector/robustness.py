@@ -121,10 +121,10 @@ def evaluate_robustness(ensemble, faces: np.ndarray, labels: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .faces import CropSpec
     from .pipeline import Analyzer
     from .settings import DetectorSettings
     from .splits import balanced_subset, split_by_group
-    from .faces import CropSpec
     from .training import DataSource, FaceStage, load_crops
 
     p = argparse.ArgumentParser(prog="deepfake-robustness", description=__doc__.split("\n\n")[0])

@@ -19,7 +19,6 @@ import numpy as np
 
 from .cluster import components
 
-
 MIN_IOU = 0.3
 MAX_GAP = 1  # sampled frames a track may miss and still continue
 FACES_EMBEDDED_PER_TRACK = 3  # first, middle and last

@@ -50,15 +50,16 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import tomllib
 from pydantic import BaseModel, Field
 
+from . import splits
 from .calibration import Platt, fit_platt, sigmoid
 from .evaluate import balanced_accuracy, roc_auc
 from .faces import CropSpec, resize_square
@@ -67,7 +68,6 @@ from .manifest import Manifest, Member, WeightsRef, load_manifest
 from .precision import autocast, resolve_precision
 from .sbi import self_blend
 from .settings import DetectorSettings
-from . import splits
 from .splits import balanced_subset, split_by_group
 
 log = logging.getLogger(__name__)

@@ -144,7 +144,7 @@ class Event:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Event":
+    def from_json(cls, d: dict) -> Event:
         return cls(stage=Stage(d["stage"]), message=d.get("message", ""), state=State(d.get("state", "running")),
                    ts=d.get("ts"), done=d.get("done"), total=d.get("total"), counts=d.get("counts") or {},
                    score=d.get("score"), verdict=d.get("verdict"), code=as_problem(d.get("code")))
@@ -155,7 +155,7 @@ class Event:
         return {k: json.dumps(v) if k in _ENCODED else v for k, v in self.to_json().items()}
 
     @classmethod
-    def from_fields(cls, f: dict[str, str]) -> "Event":
+    def from_fields(cls, f: dict[str, str]) -> Event:
         return cls.from_json({k: json.loads(v) if k in _ENCODED else v for k, v in f.items()})
 
 

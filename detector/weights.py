@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .hashing import sha256_file as sha256_of
 from .errors import NoTrainedWeights, Unreachable, WeightsVerificationError
+from .hashing import sha256_file as sha256_of
 from .manifest import Member
 
 log = logging.getLogger(__name__)

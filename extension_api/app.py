@@ -26,12 +26,12 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 
 from detector.errors import DetectorError
 from detector.modelcard import model_card
@@ -218,7 +218,7 @@ async def _json_body(request: web.Request):
         return json.loads(raw)
     except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         raise ApiProblem(400, Problem.BAD_REQUEST, "The body is not JSON",
-                         'Send JSON like {"url": "https://..."} or a multipart form with a "file".')
+                         'Send JSON like {"url": "https://..."} or a multipart form with a "file".') from None
 
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as the IETF draft's keys are
@@ -311,23 +311,25 @@ async def _next_part(reader):
     except LineTooLong as e:
         if "filename" in str(e):
             raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name is too long",
-                             "The upload's file name is longer than 8,000 characters; rename the file.")
-        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed", "A header of the form is too long.")
+                             "The upload's file name is longer than 8,000 characters; rename the file.") from e
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
+                         "A header of the form is too long.") from e
     except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
         if "filename" in str(e):  # e.g. a NUL or a line break in the name: the header is refused
             raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name cannot be read",
-                             "The upload's file name holds characters a form may not carry; rename the file.")
+                             "The upload's file name holds characters a form may not carry; rename the file.") from e
         raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                         f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).')
+                         f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).') from e
 
 
 async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, str]:
     s = request.app[SETTINGS]
     try:
         reader = await request.multipart()
-    except (ValueError, KeyError, AssertionError, HttpProcessingError):
+    except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
         raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                         "A multipart upload needs a boundary in its Content-Type; send a form with a field \"file\".")
+                         "A multipart upload needs a boundary in its Content-Type; send a form with a field "
+                         "\"file\".") from e
     fresh = False
     while True:
         part = await _next_part(reader)
@@ -354,7 +356,7 @@ async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, st
                     chunk = await part.read_chunk(1 << 20)
                 except (ValueError, AssertionError, HttpProcessingError) as e:
                     raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                                     f"The form's file part could not be read ({type(e).__name__}).")
+                                     f"The form's file part could not be read ({type(e).__name__}).") from e
                 if not chunk:
                     break
                 size += len(chunk)
@@ -510,8 +512,8 @@ async def model_card_handler(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), 2)
-    except Exception:
-        raise ApiProblem(503, Problem.UNHEALTHY, "Redis is unreachable", "The queue's store does not answer.")
+    except Exception as e:  # any failure to answer is the same answer: not healthy
+        raise ApiProblem(503, Problem.UNHEALTHY, "Redis is unreachable", "The queue's store does not answer.") from e
     return web.json_response({"status": "ok"})
 
 

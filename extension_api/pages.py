@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from detector.report import VERDICT_COLOURS, Verdict, fmt_clock, score_colour
+from detector.report import VERDICT_COLOURS, ReportVersionError, fmt_clock, read_report, score_colour
 from detector.vocabulary import State
 
 # Warnings for the service's operators, not for the reader: shown in small print.
@@ -48,49 +48,53 @@ def report_page(view: dict, model_card_url: str) -> str:
         body = (f"<h1>The check could not be completed</h1><p><b>{escape(prob.get('title', ''))}</b></p>"
                 f"<p>{escape(prob.get('detail', ''))}</p>")
         return page("Deepfake check failed", body)
-    r = view["report"]
-    colour = VERDICT_COLOURS[Verdict(r["verdict"])]
-    src = r["source"]
-    media = r["media"]
-    what = (f"video, {media['width']}×{media['height']}, {media.get('duration_s') or 0:.1f} s"
-            if media["kind"] == "video" else f"image, {media['width']}×{media['height']}")
-    origin = src.get("url") or src.get("input")
-    link = (f'<a href="{escape(origin)}" rel="noopener nofollow">{escape(src.get("title") or origin)}</a>'
-            if origin and origin.startswith("http") else escape(src.get("title") or origin or ""))
+    try:
+        r = read_report(view["report"])
+    except ReportVersionError as e:
+        body = (f"<h1>The check finished</h1><p>Its report is in a format this page does not read ({escape(str(e))}). "
+                f'The JSON is at <a href="{escape(view.get("links", {}).get("self", ""))}">the job</a>.</p>')
+        return page("Deepfake check", body)
+    colour = VERDICT_COLOURS[r.verdict]
+    src, media = r.source, r.media
+    what = (f"video, {media.width}×{media.height}, {media.duration_s or 0:.1f} s"
+            if media.kind == "video" else f"image, {media.width}×{media.height}")
+    origin = src.url or src.input
+    link = (f'<a href="{escape(origin)}" rel="noopener nofollow">{escape(src.title or origin)}</a>'
+            if origin and origin.startswith("http") else escape(src.title or origin or ""))
     parts = [f"<h1>Deepfake check</h1><p class='muted'>{link} · {escape(what)}</p>",
-             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(_pct(r["score"]))}'
-             f'</div><div>{escape(r["verdict_label"])}: probability that the faces were manipulated</div></div>'
-             if not r.get("verdict_note") else
-             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(r["verdict_label"])}'
-             f'</div><div>{escape(r["verdict_note"])} (The models said {escape(_pct(r["score"]))}; '
+             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(_pct(r.score))}'
+             f'</div><div>{escape(r.verdict_label)}: probability that the faces were manipulated</div></div>'
+             if not r.verdict_note else
+             f'<div class="verdict" style="background:{colour}"><div class="score">{escape(r.verdict_label)}'
+             f'</div><div>{escape(r.verdict_note)} (The models said {escape(_pct(r.score))}; '
              'read it as no evidence either way.)</div></div>']
     if view.get("seen_before"):
         parts.append('<p class="muted">This medium was checked before; this is the stored result.</p>')
-    operator_notes = [w for w in r.get("warnings", []) if w["code"] in OPERATOR_WARNINGS]
-    for w in r.get("warnings", []):
-        if w["code"] not in OPERATOR_WARNINGS:
-            parts.append(f'<div class="warn">{escape(w["message"])}</div>')
+    operator_notes = [w for w in r.warnings if w.code in OPERATOR_WARNINGS]
+    for w in r.warnings:
+        if w.code not in OPERATOR_WARNINGS:
+            parts.append(f'<div class="warn">{escape(w.message)}</div>')
     if view.get("links", {}).get("gallery"):
         parts.append(f'<img class="gallery" alt="Keyframes of each shot, bordered by score" '
                      f'src="{escape(view["links"]["gallery"])}">')
     rows = []
-    for s in r["shots"]:
+    for s in r.shots:
         faces = "".join(
-            f'<img alt="face, {escape(_pct(c["score"]))}" title="{c["face_count"]} faces, {escape(_pct(c["score"]))}"'
-            f' style="border-color:{score_colour(c["score"])}" src="data:image/jpeg;base64,{c["thumbnail_jpeg_b64"]}">'
-            for c in s["clusters"] if c.get("thumbnail_jpeg_b64"))
-        times = f"{fmt_clock(s['start_s'])}–{fmt_clock(s['end_s'])}" if media["kind"] == "video" else "image"
-        rows.append(f"<tr><td>{s['index'] + 1}</td><td>{escape(times)}</td><td>{s['faces_detected']}</td>"
-                    f'<td><span class="pill" style="background:{score_colour(s["score"])}">{escape(_pct(s["score"]))}'
+            f'<img alt="face, {escape(_pct(c.score))}" title="{c.face_count} faces, {escape(_pct(c.score))}"'
+            f' style="border-color:{score_colour(c.score)}" src="data:image/jpeg;base64,{c.thumbnail_jpeg_b64}">'
+            for c in s.clusters if c.thumbnail_jpeg_b64)
+        times = f"{fmt_clock(s.start_s)}–{fmt_clock(s.end_s)}" if media.kind == "video" else "image"
+        rows.append(f"<tr><td>{s.index + 1}</td><td>{escape(times)}</td><td>{s.faces_detected}</td>"
+                    f'<td><span class="pill" style="background:{score_colour(s.score)}">{escape(_pct(s.score))}'
                     f'</span></td><td class="faces">{faces}</td></tr>')
     parts.append("<h2>Shots</h2><table><tr><th>#</th><th>time</th><th>faces</th><th>score</th>"
                  f"<th>people (scored faces)</th></tr>{''.join(rows)}</table>")
-    models = ", ".join(f"{escape(m['name'])} {escape(m['version'])}" for m in r["models"])
-    notes = " ".join(escape(w["message"]) for w in operator_notes)
+    models = ", ".join(f"{escape(m.name)} {escape(m.version)}" for m in r.models)
+    notes = " ".join(escape(w.message) for w in operator_notes)
     parts.append(f'<p class="muted">Models: {models}. {notes} <a href="{escape(model_card_url)}">Model card</a>. '
-                 f"Report version {escape(r['report_version'])}, analysed {escape(str(r['created_at'])[:19])} UTC."
+                 f"Report version {escape(r.report_version)}, analysed {escape(r.created_at.isoformat()[:19])} UTC."
                  " A score is a statistical estimate about the faces only, not proof; read the model card.</p>")
-    return page(f"Deepfake check: {r['verdict_label']} ({_pct(r['score'])})", "".join(parts))
+    return page(f"Deepfake check: {r.verdict_label} ({_pct(r.score)})", "".join(parts))
 
 
 def _num(v, fmt="{:.3f}") -> str:

@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "==> ruff (lint) and import-linter (layering: detector/ imports no adapter, API, queue or stack)"
+.venv/bin/ruff check .
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -ra "$@"

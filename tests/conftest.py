@@ -232,7 +232,7 @@ def run_stack(tmp: Path, mesonet_store, *, redis_persist: bool = False, **env_ov
         _wait_for(lambda: " ready." in worker_log.read_text(), "the Celery worker", proc=worker, log=worker_log)
         yield svc
     finally:
-        from worker.stack import stop_all
+        from stack.local import stop_all
 
         stop_all(procs + svc.workers)
 

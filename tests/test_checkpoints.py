@@ -5,8 +5,13 @@ import pytest
 import timm
 import torch
 
-from detector.models.checkpoints import (CheckpointMismatch, dfdc_selimsef_state, from_efficientnet_pytorch,
-                                         imagenet_backbone_state, load_public)
+from detector.models.checkpoints import (
+    CheckpointMismatch,
+    dfdc_selimsef_state,
+    from_efficientnet_pytorch,
+    imagenet_backbone_state,
+    load_public,
+)
 from detector.models.meve import TimmClassifier
 
 torch.manual_seed(0)

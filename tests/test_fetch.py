@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.errors import (NotAMedium, NotFound, PrivateAddress, TooLarge, Unreachable,
-                             UnsupportedURL)
+from detector.errors import NotAMedium, NotFound, PrivateAddress, TooLarge, Unreachable, UnsupportedURL
 from detector.fetch import fetch, sha256_file
 from detector.netguard import check_url, is_public_ip
 from detector.settings import DetectorSettings

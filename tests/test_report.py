@@ -1,8 +1,20 @@
 import subprocess
 import sys
 
-from detector.report import (AUTHENTIC_BELOW, MANIPULATED_FROM, REPORT_VERSION, Box, Media, Report,
-                             Shot, Source, Verdict, verdict_for)
+from detector.report import (
+    AUTHENTIC_BELOW,
+    MANIPULATED_FROM,
+    REPORT_VERSION,
+    Box,
+    Media,
+    Report,
+    ReportVersionError,
+    Shot,
+    Source,
+    Verdict,
+    read_report,
+    verdict_for,
+)
 
 
 def test_verdict_bands():
@@ -26,6 +38,39 @@ def test_report_json_round_trip():
     assert again == r
     assert again.report_version == REPORT_VERSION and REPORT_VERSION.split(".")[0] == "1"
     assert Box(x1=1, y1=2, x2=3, y2=4).x2 == 3
+
+
+def _no_faces() -> Report:
+    return Report(status="no_faces", score=None, verdict=Verdict.inconclusive, verdict_label="Inconclusive",
+                  source=Source(input="x.mp4", sha256="0" * 64, size_bytes=3),
+                  media=Media(kind="image", width=4, height=3), shots=[], models=[], device="cpu")
+
+
+def test_consumers_read_a_report_of_their_major_version_only():
+    r = _no_faces()
+    assert read_report(r.to_json()) == r == read_report(r.model_dump(mode="json"))
+    minor = {**r.model_dump(mode="json"), "report_version": REPORT_VERSION.split(".")[0] + ".99.0"}
+    assert read_report(minor).report_version.endswith(".99.0")  # a newer minor keeps the fields' meaning
+    for other in (f"{int(REPORT_VERSION.split('.')[0]) + 1}.0.0", "0.9.0", ""):
+        try:
+            read_report({**r.model_dump(mode="json"), "report_version": other})
+        except ReportVersionError as e:
+            assert "major version" in str(e)
+        else:
+            raise AssertionError(f"report_version {other!r} was read")
+
+
+def test_a_bot_shows_no_number_from_a_report_it_cannot_read():
+    from bots.core import NEWER_REPORT, reply_from_view
+
+    view = {"state": "done", "links": {"report_page": "http://127.0.0.1/r"},
+            "report": {**_no_faces().model_dump(mode="json"), "report_version": "9.0.0", "score": 0.9}}
+    reply = reply_from_view(view)
+    assert reply.headline == NEWER_REPORT and reply.score is None and not reply.shots
+    assert reply.report_url == "http://127.0.0.1/r"
+    view["report"]["report_version"] = REPORT_VERSION
+    view["report"]["score"] = None
+    assert reply_from_view(view).headline != NEWER_REPORT
 
 
 def test_report_schema_needs_no_torch():

@@ -105,7 +105,8 @@ def test_submit_progress_report_gallery(service, first_job):
     assert g.status_code == 200 and g.content[:8] == PNG and g.headers["Content-Type"] == "image/png"
     # the downloaded media is gone once the job ended
     assert not (service.data_dir / "jobs" / job["id"]).exists()
-    assert (service.data_dir / "results" / job["id"] / "report.json").is_file()
+    # the report is stored once (in the job, served as JSON); the gallery is a file beside it
+    assert sorted(p.name for p in (service.data_dir / "results" / job["id"]).iterdir()) == ["gallery.png"]
 
 
 def test_same_link_again_is_a_cache_hit(service, media, first_job):
@@ -425,7 +426,7 @@ def test_hostile_uploads_end_in_a_specific_problem_or_a_report(service, tmp_path
 
     photo = shared("media", "unlabeled", "obama.jpg").read_bytes()
     outcomes, jobs = {}, []
-    for i, (label, name, data, expected) in enumerate(hostile_files(tmp_path, photo)):
+    for i, (label, name, data, _expected) in enumerate(hostile_files(tmp_path, photo)):
         token = service.token(f"hostile-{i}")
         r = requests.post(service.base + "/v1/checks", headers=auth(token),
                           files={"file": (name, data, "application/octet-stream")}, timeout=60)
@@ -722,7 +723,7 @@ def test_what_aiohttp_answers_itself_is_problem_json_and_half_sent_heads_time_ou
             while True:
                 try:
                     chunk = c.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     return out + b"<no answer>"
                 if not chunk:
                     return out

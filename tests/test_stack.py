@@ -33,7 +33,7 @@ def test_serve_starts_everything_checks_the_demo_and_stops_cleanly(mesonet_store
                TELEGRAM_BOT_TOKEN="777:STACK", TELEGRAM_BASE_URL=tg_url)
     env.pop("SLACK_BOT_TOKEN", None)
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "worker.stack", "--demo", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "stack", "--demo", "--port", str(port),
                              "--concurrency", "1"], env=env, cwd=ROOT, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -8,18 +8,16 @@ needs a Celery result backend.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
-from dataclasses import asdict
-from pathlib import Path
-
-import logging
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from detector.errors import WorkerLost
+from detector.report import Report
 from detector.vocabulary import TERMINAL, Event, Problem, Stage, State, as_problem
 
 from . import keys
@@ -98,20 +96,20 @@ class JobStore:
     def set_fields(self, job_id: str, **fields) -> None:
         self.r.hset(keys.job(job_id), mapping={k: "" if v is None else str(v) for k, v in fields.items()})
 
-    def finish(self, job_id: str, report_json: str, gallery: bytes | None, **fields) -> None:
+    def finish(self, job_id: str, report: Report, gallery: bytes | None, **fields) -> None:
+        """The check's result, stored once: the Report's JSON in the job's hash (what the API
+        serves), the gallery PNG as a file beside it."""
         if self.ended(job_id):  # e.g. swept as stale while this process was frozen: the user was told
             log.warning("job %s already ended; its late result is dropped", job_id)
             return
-        out = self.settings.results_dir(job_id)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(report_json)
         if gallery is not None:
+            out = self.settings.results_dir(job_id)
+            out.mkdir(parents=True, exist_ok=True)
             (out / "gallery.png").write_bytes(gallery)
-        self.set_fields(job_id, report=report_json, has_gallery=int(gallery is not None),
+        self.set_fields(job_id, report=report.to_json(), has_gallery=int(gallery is not None),
                         finished_at=now(), **fields)
-        report = json.loads(report_json)
-        self.event(job_id, Stage.DONE, report["verdict_label"], State.DONE,
-                   score=report["score"], verdict=report["verdict"])
+        self.event(job_id, Stage.DONE, report.verdict_label, State.DONE,
+                   score=report.score, verdict=report.verdict.value)
         self.r.hincrby(keys.STATS, "jobs_done", 1)
 
     def fail(self, job_id: str, problem: dict) -> None:
@@ -144,7 +142,7 @@ class JobStore:
         src = self.settings.results_dir(other) / "gallery.png"
         gallery = src.read_bytes() if src.is_file() else None
         self.r.hincrby(keys.STATS, "content_cache_hits", 1)
-        self.finish(job_id, rec["report"], gallery, seen_before=1, same_content_as=other)
+        self.finish(job_id, Report.from_json(rec["report"]), gallery, seen_before=1, same_content_as=other)
 
     # -- housekeeping (each worker's main process, every housekeeping_every_s) --------------
     def sweep_stale(self) -> list[str]:
@@ -199,8 +197,3 @@ class JobStore:
         self.sweep_stale()
         self.clean_orphans()
 
-
-def fetched_fields(fetched) -> dict:
-    d = asdict(fetched)
-    d["path"] = str(Path(d["path"]))
-    return {f"fetched_{k}": "" if v is None else v for k, v in d.items()}

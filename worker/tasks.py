@@ -13,10 +13,8 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import redis
-
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
@@ -26,7 +24,7 @@ from detector.vocabulary import TERMINAL, Stage
 
 from . import keys
 from .celery_app import ANALYZE_TASK, FETCH_TASK, app
-from .jobstore import JobStore, fetched_fields
+from .jobstore import JobStore
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -146,7 +144,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
             st.r.hincrby(keys.job(job_id), "deliveries", -1)
             delay = SETTINGS.retry_backoff_s * 2 ** self.request.retries
             st.event(job_id, Stage.DOWNLOADING, f"{e.detail} Trying again in {delay:.0f} s.")
-            raise self.retry(countdown=delay, max_retries=SETTINGS.max_retries)
+            raise self.retry(countdown=delay, max_retries=SETTINGS.max_retries) from e
         st.fail(job_id, e.to_dict())
         _cleanup(job_id)
         return {"job": job_id, "outcome": str(e.code)}
@@ -163,7 +161,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
         raise
     if upload_path:  # the report names the upload as the user did, not by its path on the server
         fetched = dataclasses.replace(fetched, input=rec["input"], title=rec["input"])
-    st.set_fields(job_id, sha256=fetched.sha256, title=fetched.title, deliveries=0, **fetched_fields(fetched))
+    st.set_fields(job_id, sha256=fetched.sha256, title=fetched.title, deliveries=0)
     if rec.get("fresh") != "1":
         other = st.claim_content(job_id, fetched.sha256)
         if other:
@@ -173,25 +171,21 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
     elif SETTINGS.keeps_results:
         st.r.set(keys.sha_key(fetched.sha256), job_id, ex=SETTINGS.retention_s)
     st.event(job_id, Stage.QUEUED, "Waiting for an analysis worker")
-    analyze_job.apply_async(args=[job_id, str(fetched.path)])
+    analyze_job.apply_async(args=[job_id, fetched.to_dict()])
     return {"job": job_id, "outcome": "fetched"}
 
 
 @app.task(bind=True, name=ANALYZE_TASK, soft_time_limit=SETTINGS.analyze_soft_limit_s,
           time_limit=SETTINGS.analyze_hard_limit_s)
-def analyze_job(self, job_id: str, media_path: str) -> dict:
+def analyze_job(self, job_id: str, fetched: dict) -> dict:
     rec = _start(job_id)
     if rec is None:
         return {"job": job_id, "outcome": "skipped"}
     st = store()
-    fetched = Fetched(path=Path(media_path), input=rec["fetched_input"], url=rec.get("fetched_url") or None,
-                      via=rec["fetched_via"], sha256=rec["fetched_sha256"],
-                      size_bytes=int(rec["fetched_size_bytes"]), title=rec.get("fetched_title") or None)
     try:
         with heartbeat(job_id):
-            analysis = analyzer().analyze(fetched, progress=st.progress(job_id))
-        st.finish(job_id, analysis.report.to_json(), analysis.gallery_png,
-                  seen_before=0, status=analysis.report.status)
+            analysis = analyzer().analyze(Fetched.from_dict(fetched), progress=st.progress(job_id))
+        st.finish(job_id, analysis.report, analysis.gallery_png, seen_before=0)
         rep = analysis.report
         log.info("check %s: %s%s, %d shot(s), %d face(s) (%s)", job_id, rep.verdict_label,
                  "" if rep.score is None or rep.verdict_note else f" ({rep.score * 100:.1f}%)",

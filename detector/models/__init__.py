@@ -1,6 +1,6 @@
 """Detector architectures, registered by name (timm style): ``create_model(name)``."""
 
-from .registry import create_model, list_models, register_model  # noqa: F401
-from . import mesonet, meve  # noqa: E402  (importing registers the architectures)
+from . import mesonet, meve
+from .registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model", "mesonet", "meve"]

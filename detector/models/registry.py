@@ -7,8 +7,8 @@ ensemble instead of being hard-coded there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 

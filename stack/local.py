@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import ServiceSettings
-
+from worker.settings import ServiceSettings
 
 PRIVATE_REDIS_PORT = 6390  # stable, so `REDIS_URL=redis://127.0.0.1:6390/0 deepfake-token ...` works
 
