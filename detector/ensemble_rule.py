@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import fit_logistic, sigmoid
-from .evaluate import roc_auc
 from .manifest import EnsembleRule, Manifest, load_manifest
+from .metrics import roc_auc
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ aggregate -> Report (+ gallery PNG).
 
 from __future__ import annotations
 
-import base64
 import logging
 import tempfile
 import time
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gate
 from . import report as R
 from .aggregate import cluster_score, max_or_none
+from .assemble import Findings, build_report
 from .cluster import clusters_from_labels, connected_components
 from .embed import face_context
 from .ensemble import Ensemble
@@ -42,7 +41,6 @@ from .weights import WeightStore
 log = logging.getLogger(__name__)
 
 KEYFRAME_MAX_SIDE = 640
-THUMB_SIDE = 112
 FRAME_BATCH = 16
 
 
@@ -125,14 +123,6 @@ def _small(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def _thumb_b64(crop: np.ndarray) -> str:
-    import cv2
-
-    small = cv2.resize(crop, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return base64.b64encode(buf.tobytes()).decode("ascii")
-
-
 class Analyzer:
     def __init__(self, settings: DetectorSettings | None = None, device: str | None = None,
                  manifest: Manifest | None = None):
@@ -192,7 +182,9 @@ class Analyzer:
                     faces[i].member_logits = {n: float(v[k]) for n, v in scored.logits.items()}
         progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
 
-        report, keyframes = self._report(fetched, info, spans, faces, clusters, dropped, sampled, thumbs, timer)
+        report, keyframes = build_report(
+            fetched, info, Findings(spans, faces, clusters, dropped, sampled, thumbs), self.ensemble,
+            self.settings, self.device, timer.t)
         png = None
         if gallery:
             progress(Event(Stage.RENDERING, "Drawing the gallery"))
@@ -347,94 +339,6 @@ class Analyzer:
             groups, dropped[shot] = clusters_from_labels(labels, sampled[shot], s.min_cluster_fraction)
             clusters[shot] = [[idx[j] for j in g] for g in groups]
         return clusters, dropped
-
-    def _report(self, fetched, info, spans, faces, clusters, dropped, sampled, thumbs,
-                timer) -> tuple[R.Report, dict[int, np.ndarray]]:
-        """The Report, and the keyframe image of each shot (by shot index) for the gallery."""
-        fps = info.fps or 1.0
-
-        def face_model(f: _Face) -> R.FaceScore:
-            x1, y1, x2, y2 = f.box
-            return R.FaceScore(frame_index=f.frame_index, time_s=round(f.frame_index / fps, 3)
-                               if info.kind == "video" else 0.0,
-                               box=R.Box(x1=round(x1, 1), y1=round(y1, 1), x2=round(x2, 1), y2=round(y2, 1)),
-                               detection_prob=round(f.prob, 4), score=round(f.score, 4),
-                               member_scores=f.member_scores)
-
-        shots: list[R.Shot] = []
-        keyframes: dict[int, np.ndarray] = {}
-        for k, span in enumerate(spans):
-            cl_models = []
-            for cid, members in enumerate(clusters[k]):
-                score = cluster_score(faces[i].score for i in members)
-                rep = min(members, key=lambda i: abs(faces[i].score - score))
-                cl_models.append(R.Cluster(id=cid, face_count=len(members), score=round(score, 4),
-                                           representative=face_model(faces[rep]),
-                                           thumbnail_jpeg_b64=_thumb_b64(faces[rep].crop)))
-            score = max_or_none(c.score for c in cl_models)
-            if cl_models:
-                key = max(cl_models, key=lambda c: c.score).representative.frame_index
-            else:
-                key = next((i for i, f in enumerate(faces) if f.shot == k), None)
-                key = faces[key].frame_index if key is not None else -1 - k
-            img = thumbs.get(key)
-            if img is not None:
-                keyframes[k] = img
-            shots.append(R.Shot(
-                index=k, start_frame=span.start_frame, end_frame=span.end_frame,
-                start_s=round(span.start_frame / fps, 3) if info.kind == "video" else 0.0,
-                end_s=round(span.end_frame / fps, 3) if info.kind == "video" else 0.0,
-                sampled_frames=sampled[k], faces_detected=sum(1 for f in faces if f.shot == k),
-                score=score, keyframe_index=max(key, 0), clusters=cl_models, dropped_clusters=dropped[k]))
-
-        overall = max_or_none(sh.score for sh in shots)
-        warnings: list[R.Warning_] = []
-        if overall is None:
-            msg = ("No face was found in this image." if info.kind == "image" else
-                   "No face was found in the sampled frames of this video.")
-            if faces:
-                msg = "Faces were detected, but none appeared often enough in a shot to be scored."
-            warnings.append(R.Warning_(code="no_faces", message=msg + " The detector only judges faces, "
-                                       "so it gives no score: this says nothing about whether the medium is authentic."))
-        else:
-            unscored = [sh.index + 1 for sh in shots if sh.score is None]
-            if unscored and info.kind == "video":
-                warnings.append(R.Warning_(code="shots_without_faces",
-                                           message=f"No face was scored in shot(s) {', '.join(map(str, unscored))}."))
-        skipped = self.ensemble.skipped
-        if skipped:
-            warnings.append(R.Warning_(code="members_not_scored", message=(
-                f"{len(skipped)} ensemble member(s) have no verified trained weights and were not used: "
-                + ", ".join(sk.name for sk in skipped) + ".")))
-        models = [R.ModelInfo(name=m.member.name, version=m.member.version, architecture=m.member.architecture,
-                              weights_sha256=m.weights_sha256, input_size=m.input_size, licence=m.member.licence,
-                              training_data=m.member.training_data, crop=m.crop.label())
-                  for m in self.ensemble.members]
-        kept = [faces[i] for cl in clusters.values() for c in cl for i in c]
-        gate_reasons = gate.reasons(
-            kind=info.kind, path=fetched.path, size_bytes=fetched.size_bytes, width=info.width,
-            height=info.height, fps=info.fps, duration_s=info.duration_s, scored=overall is not None,
-            face_sides=[min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in kept],
-            face_frames=len({(f.shot, f.frame_index) for f in kept}),
-            limits=gate.Thresholds(self.settings.gate_min_face_px, self.settings.gate_min_video_bpp,
-                                   self.settings.gate_min_jpeg_quality, self.settings.gate_min_face_frames))
-        verdict = R.verdict_for(overall) if not gate_reasons else R.Verdict.inconclusive
-        image_faces = [face_model(faces[i]) for cl in clusters.get(0, []) for i in cl] \
-            if info.kind == "image" else []
-        return R.Report(
-            status="scored" if overall is not None else "no_faces",
-            score=None if overall is None else round(overall, 4),
-            verdict=verdict, verdict_label=verdict.label,
-            source=R.Source(input=fetched.input, url=fetched.url, via=fetched.via, title=fetched.title,
-                            sha256=fetched.sha256, size_bytes=fetched.size_bytes),
-            media=R.Media(kind=info.kind, width=info.width, height=info.height, fps=info.fps,
-                          frame_count=info.frame_count,
-                          duration_s=round(info.duration_s, 3) if info.duration_s else None),
-            shots=shots, faces=image_faces, models=models, combination=self.ensemble.combination,
-            timings_s=dict(timer.t),
-            warnings=warnings, device=self.device,
-            inconclusive_reasons=[R.Warning_(code=r.code, message=r.message) for r in gate_reasons],
-            verdict_note=gate.sentence(gate_reasons) or None), keyframes
 
 
 def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,

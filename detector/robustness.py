@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import balanced_accuracy, roc_auc
+from .metrics import balanced_accuracy, roc_auc
 
 ATTACK_SIZE = 224
 DEFAULT_BUDGETS = {"inf": 8 / 255, "2": 1.0, "1": 100.0}

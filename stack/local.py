@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the clean-up below on SIGTERM too
+    # Ctrl-C stops it even where it was started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits SIG_IGN, and Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     procs: list[subprocess.Popen] = []
     env = dict(os.environ)
     settings = ServiceSettings()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from detector.evaluate import balanced_accuracy, reliability, roc_auc, roc_curve
+from detector.metrics import balanced_accuracy, reliability, roc_auc, roc_curve
 
 from .conftest import ROOT, shared
 
