@@ -121,7 +121,7 @@ async def run_load(base: str, tokens: list[str], rate: float, seconds: float, st
                 async with coro as r:
                     await r.read()
                     status = r.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 status = type(e).__name__
             results[kind].append((status, (time.perf_counter() - t) * 1000))
 

@@ -13,15 +13,16 @@ import logging
 import re
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from detector.report import ReportVersionError, fmt_clock, read_report
-from detector.vocabulary import TERMINAL, Problem, Stage, State, problem_code
+from detector.vocabulary import STAGE_ORDER, TERMINAL, Problem, Stage, State, problem_code
 
 log = logging.getLogger(__name__)
+_STAGE_INDEX = {st.value: i for i, st in enumerate(STAGE_ORDER)}
 URL_RE = re.compile(r"https?://[^\s<>\"'`|]+", re.IGNORECASE)
 TRAILING = ".,;:!?)]}>\u00bb\u201d\u2019"
 
@@ -231,7 +232,7 @@ class ServiceClient:
                 if r.status >= 400:
                     raise ServiceError(body if isinstance(body, dict) else {"detail": str(body)})
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise ServiceError({"code": Problem.SERVICE_DOWN, "detail": str(e) or type(e).__name__}) from e
 
     async def submit_url(self, url: str) -> dict:
@@ -258,16 +259,20 @@ class ServiceClient:
             return None
 
     async def follow(self, view: dict, on_stage, on_event=None) -> dict:
-        """Follow a submitted job to its end: ``await on_stage(event)`` when a new stage
-        begins, ``await on_event(event)`` for every event; returns the final job view."""
+        """Follow a submitted job to its end: ``await on_stage(event)`` when a later stage
+        begins, ``await on_event(event)`` for every event; returns the final job view (carried
+        by the terminal event; fetched once more from a service that does not send it)."""
         if view["state"] in TERMINAL:
             return view
-        stage = None
+        stage, reached = None, -1
         async for ev in self.events(view["id"]):
             if ev.get("state") in TERMINAL:
+                if isinstance(ev.get("view"), dict):  # the service sends the final view with it
+                    return ev["view"]
                 break
-            if ev.get("stage") != stage:
-                stage = ev.get("stage")
+            at = _STAGE_INDEX.get(ev.get("stage"), reached)  # a stage a newer service names: shown
+            if ev.get("stage") != stage and at >= reached:  # forward only: the analysis queue after
+                stage, reached = ev.get("stage"), at  # the download is not shown as going back
                 await on_stage(ev)
             if on_event is not None:
                 await on_event(ev)
@@ -299,7 +304,7 @@ class ServiceClient:
                             if data.get("state") in TERMINAL:
                                 return
                             data = None
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(1.0)
         raise ServiceError({"code": Problem.TIMEOUT, "detail": "The check did not finish in time."})
@@ -323,8 +328,35 @@ class RateLimiter:
         return True
 
 
+class UserTold(Exception):
+    """A failure the user was already told about in the check's own status message; its
+    cause is the bug, for the adapter's one error handler to log."""
+
+
+class Conversation:
+    """Where one check is answered, as a platform shows it: the hooks the one check flow
+    (:meth:`CheckBot.answer`) calls. An adapter implements them with its own API calls and
+    swallows its own "message not modified"-style errors; the flow holds no platform type."""
+
+    async def status(self, text: str) -> None:
+        """Show ``text`` as the check's status (progress, or the failure sentence)."""
+        raise NotImplementedError
+
+    async def result(self, reply: Reply) -> None:
+        """Replace the status with the finished check."""
+        raise NotImplementedError
+
+    async def gallery(self, reply: Reply, png: bytes) -> None:
+        """Post the gallery image in the same thread."""
+        raise NotImplementedError
+
+    async def working(self, event: dict) -> None:
+        """Called on every progress event (e.g. to keep a "typing…" indicator alive)."""
+
+
 class CheckBot:
-    """What both adapters hold: the service client, the per-user limit, and the checks in flight."""
+    """What both adapters hold: the service client, the per-user limit, and the one check
+    flow; an adapter parses its platform's message and renders through a Conversation."""
 
     def __init__(self, settings, client: ServiceClient):
         self.settings = settings
@@ -332,11 +364,38 @@ class CheckBot:
         self.limiter = RateLimiter(settings.user_rate_limit, settings.user_rate_window_s)
         self.tasks: set[asyncio.Task] = set()
 
-    def spawn(self, coro) -> None:
-        """Run a check in the background, keeping a reference until it ends."""
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def track(self) -> None:
+        """Keep the running task (a check its framework started) referenced until it ends, so
+        it is neither garbage-collected nor forgotten at shutdown."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def answer(self, conv: Conversation, submit: Callable[[], Awaitable[dict]]) -> None:
+        """The check flow of every channel: submit, follow the stages, render the result, then
+        the gallery. A service problem becomes its sentence; a bug is told to the user and
+        raised as :class:`UserTold` for the adapter's error handler."""
+        try:
+            view = await self.client.follow(await submit(), lambda ev: conv.status(stage_text(ev)), conv.working)
+            reply = reply_from_view(view)
+            await conv.result(reply)
+            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
+                png = await self.client.gallery(reply.gallery_url)
+                if png:
+                    await conv.gallery(reply, png)
+        except ServiceError as e:
+            await conv.status(friendly(e.problem))
+        except CheckRefused as e:
+            await conv.status(str(e))
+        except Exception as e:
+            await conv.status(SOMETHING_WRONG)
+            raise UserTold() from e
+
+
+class CheckRefused(Exception):
+    """The adapter could not hand the medium over (e.g. the platform would not give the
+    file); its message is the sentence for the user."""
 
 
 SOMETHING_WRONG = "Something went wrong on my side; please try again later."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -26,16 +27,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from .core import (
     NO_LINK,
     RATE_LIMITED,
-    SOMETHING_WRONG,
     CheckBot,
+    Conversation,
     Reply,
     ServiceClient,
     ServiceError,
+    UserTold,
     about_lines,
     find_links,
     friendly,
-    reply_from_view,
-    stage_text,
 )
 from .settings import BotSettings, startup
 
@@ -111,22 +111,89 @@ def render_blocks(reply: Reply) -> list[dict]:
     return blocks
 
 
+class SlackConversation(Conversation):
+    """One check's answer in a Slack thread: a status message updated in place, the result
+    as Block Kit in it, the gallery uploaded with ``files_upload_v2`` in the same thread."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str):
+        self.client, self.channel, self.thread_ts = client, channel, thread_ts
+        self.ts: str | None = None
+
+    async def open(self) -> None:
+        msg = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text="Checking…")
+        self.ts = msg["ts"]
+
+    async def _update(self, text: str, blocks: list | None = None) -> None:
+        try:
+            await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, blocks=blocks or [])
+        except SlackApiError as e:
+            log.warning("chat.update failed: %s", e)
+
+    async def status(self, text: str) -> None:
+        await self._update(text)
+
+    async def result(self, reply: Reply) -> None:
+        await self._update(reply.headline, render_blocks(reply))
+
+    async def gallery(self, reply: Reply, png: bytes) -> None:
+        await self.client.files_upload_v2(channel=self.channel, thread_ts=self.thread_ts, file=png,
+                                          filename="deepfake-check.png", title="Faces and shots",
+                                          alt_txt="Keyframe of each shot, bordered by its score")
+
+
+DECISION_TTL_S = 60.0  # far longer than bolt takes to start a request's lazy listener
+
+
 class SlackCheckBot(CheckBot):
+    """Each listener is an ``ack`` (within Slack's 3 s) and a ``lazy`` function that bolt
+    starts beside it for the slow work. Both ask :meth:`decide` what to do with the
+    request; whichever runs first decides it, once, so the rate limit counts it once."""
+
     redis: aioredis.Redis | None = None  # the deduplication store (build_app sets it)
 
-    async def command(self, ack, command, client: AsyncWebClient) -> None:
-        if (command.get("text") or "").strip().lower() in ("about", "help", "model card"):
+    def __init__(self, settings, client: ServiceClient):
+        super().__init__(settings, client)
+        self._decided: dict[str, tuple[float, str, str | None]] = {}
+
+    def decide(self, key: str, user: str, text: str | None) -> tuple[str, str | None]:
+        """("about" | "no-link" | "limited" | "check", the link to check) for one request;
+        synchronous, so the ack and the lazy listener cannot both decide."""
+        now = time.monotonic()
+        for k in [k for k, (t, *_) in self._decided.items() if now - t > DECISION_TTL_S]:
+            del self._decided[k]
+        if key not in self._decided:
+            links = slack_links(text)
+            if (text or "").strip().lower() in ("about", "help", "model card"):
+                kind = "about"
+            elif not links:
+                kind = "no-link"
+            else:
+                kind = "check" if self.limiter.allow(user) else "limited"
+            self._decided[key] = (now, kind, links[0] if links else None)
+        _, kind, link = self._decided[key]
+        return kind, link
+
+    # -- /deepfake --------------------------------------------------------------------------
+    async def command_ack(self, ack, command, body) -> None:
+        kind, link = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
+        if kind == "about":
             await ack(await self.about_text())  # ephemeral
+        else:
+            await ack({"no-link": NO_LINK, "limited": RATE_LIMITED}.get(kind) or f"Checking {mrkdwn_escape(link)} …")
+
+    async def command_check(self, command, body, client: AsyncWebClient) -> None:
+        kind, link = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
+        if kind != "check":
             return
-        links = slack_links(command.get("text"))
-        if not links:
-            await ack(NO_LINK)
+        self.track()
+        try:
+            root = await client.chat_postMessage(
+                channel=command["channel_id"], text=f"<@{command['user_id']}> asked for a deepfake check of "
+                f"{mrkdwn_escape(link)}", unfurl_links=False, unfurl_media=False)
+        except SlackApiError as e:
+            log.warning("cannot post in %s: %s", command["channel_id"], e)
             return
-        if not self.limiter.allow(command["user_id"]):
-            await ack(RATE_LIMITED)
-            return
-        await ack(f"Checking {mrkdwn_escape(links[0])} …")  # ephemeral, within Slack's 3 s
-        self.spawn(self._command_thread(client, command["channel_id"], command["user_id"], links[0]))
+        await self.run(client, command["channel_id"], root["ts"], link)
 
     async def about_text(self) -> str:
         try:
@@ -139,27 +206,22 @@ class SlackCheckBot(CheckBot):
                 + "\n\n*Limits*\n" + "\n".join(f"• {mrkdwn_escape(c)}" for c in caveats)
                 + f"\n<{self.settings.model_card_url}|Model card>")
 
-    async def _command_thread(self, client: AsyncWebClient, channel: str, user: str, url: str) -> None:
-        try:
-            root = await client.chat_postMessage(channel=channel,
-                                                 text=f"<@{user}> asked for a deepfake check of {mrkdwn_escape(url)}",
-                                                 unfurl_links=False, unfurl_media=False)
-        except SlackApiError as e:
-            log.warning("cannot post in %s: %s", channel, e)
-            return
-        await self.run(client, channel, root["ts"], url)
-
-    async def shortcut(self, ack, shortcut, client: AsyncWebClient) -> None:
+    # -- the message shortcut and mentions: answered in the message's thread ---------------
+    @staticmethod
+    async def ack_now(ack) -> None:
         await ack()
+
+    async def shortcut(self, shortcut, client: AsyncWebClient) -> None:
         msg = shortcut.get("message", {})
-        channel = shortcut["channel"]["id"]
-        await self._from_message(client, channel, shortcut["user"]["id"], msg, msg.get("thread_ts") or msg["ts"])
+        await self._from_message(client, shortcut["channel"]["id"], shortcut["user"]["id"], msg,
+                                 msg.get("thread_ts") or msg["ts"])
 
     async def mention(self, event, client: AsyncWebClient) -> None:
         await self._from_message(client, event["channel"], event.get("user", ""), event,
                                  event.get("thread_ts") or event["ts"])
 
     async def _from_message(self, client: AsyncWebClient, channel: str, user: str, msg: dict, thread_ts: str) -> None:
+        self.track()
         extra = [a.get("original_url") or a.get("from_url") for a in msg.get("attachments", []) or []]
         links = slack_links(msg.get("text"), [u for u in extra if u])
         if not links:
@@ -168,33 +230,17 @@ class SlackCheckBot(CheckBot):
         if not self.limiter.allow(user):
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
-        self.spawn(self.run(client, channel, thread_ts, links[0]))
+        await self.run(client, channel, thread_ts, links[0])
 
     async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str) -> None:
-        status = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text="Checking…")
-
-        async def update(text: str, blocks: list | None = None) -> None:
-            try:
-                await client.chat_update(channel=channel, ts=status["ts"], text=text, blocks=blocks or [])
-            except SlackApiError as e:
-                log.warning("chat.update failed: %s", e)
-
+        conv = SlackConversation(client, channel, thread_ts)
         try:
-            view = await self.client.submit_url(url)
-            view = await self.client.follow(view, lambda ev: update(stage_text(ev)))
-            reply = reply_from_view(view)
-            await update(reply.headline, render_blocks(reply))
-            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
-                png = await self.client.gallery(reply.gallery_url)
-                if png:
-                    await client.files_upload_v2(channel=channel, thread_ts=thread_ts, file=png,
-                                                 filename="deepfake-check.png", title="Faces and shots",
-                                                 alt_txt="Keyframe of each shot, bordered by its score")
-        except ServiceError as e:
-            await update(friendly(e.problem))
-        except Exception:
-            log.exception("check failed")
-            await update(SOMETHING_WRONG)
+            await conv.open()
+            await self.answer(conv, lambda: self.client.submit_url(url))
+        except UserTold as e:  # the one place a Slack check's bug is logged
+            log.error("check of %s failed", url, exc_info=e.__cause__)
+        except SlackApiError as e:
+            log.warning("cannot answer in %s: %s", channel, e)
 
 
 def build_app(settings: BotSettings, client: ServiceClient,
@@ -205,9 +251,9 @@ def build_app(settings: BotSettings, client: ServiceClient,
     app.middleware(dedupe(r))
     bot = SlackCheckBot(settings, client)
     bot.redis = r
-    app.command("/deepfake")(bot.command)
-    app.shortcut(SHORTCUT_ID)(bot.shortcut)
-    app.event("app_mention")(bot.mention)
+    app.command("/deepfake")(ack=bot.command_ack, lazy=[bot.command_check])
+    app.shortcut(SHORTCUT_ID)(ack=bot.ack_now, lazy=[bot.shortcut])
+    app.event("app_mention")(ack=bot.ack_now, lazy=[bot.mention])
 
     @app.event("message")
     async def _ignore_other_messages(body):  # the app reads only what addresses it

@@ -25,14 +25,15 @@ from .core import (
     RATE_LIMITED,
     SOMETHING_WRONG,
     CheckBot,
+    CheckRefused,
+    Conversation,
     Reply,
     ServiceClient,
     ServiceError,
+    UserTold,
     about_lines,
     find_links,
     friendly,
-    reply_from_view,
-    stage_text,
 )
 from .settings import BotSettings, startup
 
@@ -148,58 +149,58 @@ class TelegramCheckBot(CheckBot):
             disable_web_page_preview=True)
 
     async def _run(self, context, target: Message, status: Message, url: str | None, media, filename) -> None:
-        bot = context.bot
-        thread = target.message_thread_id if target.is_topic_message else None
-
-        async def edit(text: str, html_mode: bool = False) -> None:
-            try:
-                await bot.edit_message_text(text, chat_id=status.chat_id, message_id=status.message_id,
-                                            parse_mode=ParseMode.HTML if html_mode else None,
-                                            disable_web_page_preview=True)
-            except BadRequest as e:  # "message is not modified" and the like
-                log.debug("edit skipped: %s", e)
-
-        try:
+        async def submit() -> dict:
             if url:
-                view = await self.client.submit_url(url)
-            else:
-                tg_file = await bot.get_file(media.file_id)
+                return await self.client.submit_url(url)
+            try:
+                tg_file = await context.bot.get_file(media.file_id)
                 data = bytes(await tg_file.download_as_bytearray())
-                view = await self.client.submit_file(data, filename)
-            last_action = 0.0
+            except TelegramError as e:
+                log.warning("telegram would not give the file: %s", e)
+                raise CheckRefused("Telegram would not give me that file; please send a link instead.") from e
+            return await self.client.submit_file(data, filename)
 
-            async def keep_typing(_ev) -> None:  # Telegram shows a chat action for about 5 s
-                nonlocal last_action
-                if time.monotonic() - last_action > 4.0:
-                    last_action = time.monotonic()
-                    await bot.send_chat_action(target.chat_id, ChatAction.TYPING, message_thread_id=thread)
-
-            view = await self.client.follow(view, lambda ev: edit(stage_text(ev)), keep_typing)
-            reply = reply_from_view(view)
-            await edit(render_html(reply), html_mode=True)
-            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
-                await bot.send_chat_action(target.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
-                png = await self.client.gallery(reply.gallery_url)
-                if png:
-                    buttons = [InlineKeyboardButton("Full report", url=reply.report_url),
-                               InlineKeyboardButton("Model card", url=self.settings.model_card_url)]
-                    await bot.send_photo(
-                        target.chat_id, photo=png, caption=reply.headline[:1000],
-                        reply_parameters=ReplyParameters(message_id=target.message_id,
-                                                         allow_sending_without_reply=True),
-                        message_thread_id=thread, reply_markup=InlineKeyboardMarkup([buttons]))
-        except ServiceError as e:
-            await edit(friendly(e.problem))
-        except TelegramError as e:
-            log.warning("telegram error during a check: %s", e)
-            await edit("Telegram would not give me that file; please send a link instead.")
-        except Exception as e:  # a bug: the user is told here, on_error logs it
-            await edit(SOMETHING_WRONG)
-            raise UserTold() from e
+        await self.answer(TelegramConversation(target, status, self.settings.model_card_url), submit)
 
 
-class UserTold(Exception):
-    """A failure the user was already told about in the check's own status message."""
+class TelegramConversation(Conversation):
+    """One check's answer in Telegram: the status message edited in place, the result as
+    HTML in it, the gallery as a photo replying to the asker's message, with buttons."""
+
+    def __init__(self, target: Message, status: Message, model_card_url: str):
+        self.target, self.status_msg, self.model_card_url = target, status, model_card_url
+        self.bot = target.get_bot()
+        self.thread = target.message_thread_id if target.is_topic_message else None
+        self.last_action = 0.0
+
+    async def _edit(self, text: str, html_mode: bool = False) -> None:
+        try:
+            await self.bot.edit_message_text(text, chat_id=self.status_msg.chat_id,
+                                             message_id=self.status_msg.message_id,
+                                             parse_mode=ParseMode.HTML if html_mode else None,
+                                             disable_web_page_preview=True)
+        except BadRequest as e:  # "message is not modified" and the like
+            log.debug("edit skipped: %s", e)
+
+    async def status(self, text: str) -> None:
+        await self._edit(text)
+
+    async def result(self, reply: Reply) -> None:
+        await self._edit(render_html(reply), html_mode=True)
+
+    async def working(self, event: dict) -> None:  # Telegram shows a chat action for about 5 s
+        if time.monotonic() - self.last_action > 4.0:
+            self.last_action = time.monotonic()
+            await self.bot.send_chat_action(self.target.chat_id, ChatAction.TYPING, message_thread_id=self.thread)
+
+    async def gallery(self, reply: Reply, png: bytes) -> None:
+        await self.bot.send_chat_action(self.target.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=self.thread)
+        buttons = [InlineKeyboardButton("Full report", url=reply.report_url),
+                   InlineKeyboardButton("Model card", url=self.model_card_url)]
+        await self.bot.send_photo(
+            self.target.chat_id, photo=png, caption=reply.headline[:1000],
+            reply_parameters=ReplyParameters(message_id=self.target.message_id, allow_sending_without_reply=True),
+            message_thread_id=self.thread, reply_markup=InlineKeyboardMarkup([buttons]))
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -124,6 +124,12 @@ def gate_reasons(fetched: Fetched, info: MediaInfo, found: Findings, scored: boo
                                s.gate_min_face_frames))
 
 
+def source_of(fetched: Fetched) -> R.Source:
+    """What the asker sent, as the Report names it."""
+    return R.Source(input=fetched.input, url=fetched.url, via=fetched.via, title=fetched.title,
+                    sha256=fetched.sha256, size_bytes=fetched.size_bytes)
+
+
 def build_report(fetched: Fetched, info: MediaInfo, found: Findings, ensemble, settings: DetectorSettings,
                  device: str, timings: dict[str, float]) -> tuple[R.Report, dict[int, np.ndarray]]:
     """The Report of one medium, and each shot's keyframe image for the gallery."""
@@ -141,8 +147,7 @@ def build_report(fetched: Fetched, info: MediaInfo, found: Findings, ensemble, s
         status="scored" if overall is not None else "no_faces",
         score=None if overall is None else round(overall, 4),
         verdict=verdict, verdict_label=verdict.label,
-        source=R.Source(input=fetched.input, url=fetched.url, via=fetched.via, title=fetched.title,
-                        sha256=fetched.sha256, size_bytes=fetched.size_bytes),
+        source=source_of(fetched),
         media=R.Media(kind=info.kind, width=info.width, height=info.height, fps=info.fps,
                       frame_count=info.frame_count, duration_s=round(info.duration_s, 3) if info.duration_s else None),
         shots=shots, faces=image_faces, models=models, combination=ensemble.combination,

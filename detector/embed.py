@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .lazy import LazyModel
+
 
 def _model_dir() -> Path:
     # Located without importing the package: its __init__ needs pkg_resources,
@@ -44,21 +46,19 @@ def face_context(frame: np.ndarray, box, margin: float = CONTEXT_MARGIN,
     return crop, ((x1 - left) * s, (y1 - top) * s, (x2 - left) * s, (y2 - top) * s)
 
 
-class FaceEmbedder:
+class FaceEmbedder(LazyModel):
     name = "dlib_face_recognition_resnet_model_v1"
 
     def __init__(self):
         self.shape_predictor = None
         self.encoder = None
 
-    def load(self) -> FaceEmbedder:
-        if self.encoder is None:
-            import dlib
+    def _load(self) -> None:
+        import dlib
 
-            d = _model_dir()
-            self.shape_predictor = dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat"))
-            self.encoder = dlib.face_recognition_model_v1(str(d / "dlib_face_recognition_resnet_model_v1.dat"))
-        return self
+        d = _model_dir()
+        self.shape_predictor = dlib.shape_predictor(str(d / "shape_predictor_5_face_landmarks.dat"))
+        self.encoder = dlib.face_recognition_model_v1(str(d / "dlib_face_recognition_resnet_model_v1.dat"))
 
     def embed(self, frame: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
         """One 128-d descriptor per box of an RGB frame."""

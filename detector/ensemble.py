@@ -22,6 +22,7 @@ import numpy as np
 from .calibration import Platt, sigmoid
 from .errors import BadSetting, DetectorError, NoTrainedWeights
 from .faces import CropSpec, resize_square
+from .lazy import LazyModel
 from .manifest import EnsembleRule, Manifest, Member
 from .precision import autocast
 from .weights import WeightStore, load_state_dict
@@ -87,7 +88,7 @@ class Skipped:
     reason: str
 
 
-class Ensemble:
+class Ensemble(LazyModel):
     def __init__(self, manifest: Manifest, store: WeightStore, device: str = "cpu",
                  names: list[str] | None = None, batch_size: int = 32,
                  default_crop: CropSpec | None = None, precision: str = "fp32", all_bf16: bool = False):
@@ -120,9 +121,8 @@ class Ensemble:
         return chosen + [m for m in self.manifest.members if m.optional and m not in chosen
                          and m.weights is not None and self.store.status(m) == "verified"]
 
-    def load(self) -> Ensemble:
-        if self.members:
-            return self
+    def _load(self) -> None:
+        self.members, self.skipped = [], []
         for member in self.candidates():
             try:
                 self.members.append(MemberModel.load(member, self.store, self.device, self.default_crop))
@@ -135,7 +135,6 @@ class Ensemble:
         if rule is not None and rule.method == "logistic" and \
                 sorted(rule.members) == sorted(m.member.name for m in self.members):
             self.rule = rule
-        return self
 
     @property
     def combination(self) -> str:

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .lazy import LazyModel
 from .mtcnn import detect_two_scale
 
 
@@ -98,7 +99,7 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
-class FaceDetector:
+class FaceDetector(LazyModel):
     """MTCNN (facenet-pytorch, weights shipped in its wheel)."""
 
     def __init__(self, device: str = "cpu", min_prob: float = 0.95, min_size: int = 40,
@@ -116,13 +117,11 @@ class FaceDetector:
         self.batch_size = batch_size
         self.mtcnn = None
 
-    def load(self) -> FaceDetector:
-        if self.mtcnn is None:
-            from facenet_pytorch import MTCNN
+    def _load(self) -> None:
+        from facenet_pytorch import MTCNN
 
-            self.mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False,
-                               select_largest=False, min_face_size=self.min_face_px)
-        return self
+        self.mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False,
+                           select_largest=False, min_face_size=self.min_face_px)
 
     def detect(self, frames: list[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:
         """Faces in each RGB frame (frames of one video share their size); ``max_side``

@@ -116,47 +116,16 @@ def _platform_extractor(url: str) -> str | None:
 
 
 def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched:
+    """A direct link: follow its redirects (each target vetted), judge the answer, stream the
+    medium to disk; a web page goes to yt-dlp instead."""
     import requests
 
     session = requests.Session()  # fetch() guards every connection it makes (guard_connections)
     session.trust_env = False  # no proxies from the environment: the guard must see the real peer
     session.headers["User-Agent"] = "deepfake-check/0.1"
-    current = url  # vetted by fetch(); each redirect target is vetted below
-    try:
-        for _ in range(MAX_REDIRECTS + 1):
-            resp = session.get(current, stream=True, allow_redirects=False,
-                               timeout=(10, settings.fetch_timeout_s))
-            if resp.is_redirect:
-                location = resp.headers["Location"]
-                resp.close()
-                try:
-                    current = urljoin(current, location)
-                except ValueError as e:  # e.g. a broken [IPv6] literal
-                    raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
-                check_url(current, settings.allow_private_hosts)
-                continue
-            break
-        else:  # a loop, not a passing failure: not retried
-            raise NotFound(f"The link redirects more than {MAX_REDIRECTS} times (a redirect loop).")
-    except ValueError as e:  # requests parses the Location itself: a broken [IPv6] literal, a bad port
-        raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
-    except (requests.ConnectionError, requests.Timeout) as e:  # may pass: retried
-        raise Unreachable(f"The link could not be reached ({type(e).__name__}).") from e
-    except requests.RequestException as e:  # a malformed answer or address: trying again will not help
-        raise NotFound(f"The link could not be fetched ({type(e).__name__}).") from e
-
+    resp, current = _follow_redirects(session, url, settings)
     with resp:
-        if 300 <= resp.status_code < 400:  # a redirect without a Location
-            raise NotFound(f"The link answered HTTP {resp.status_code} without saying where to.")
-        if resp.status_code in (404, 410):
-            raise NotFound(f"The link returned HTTP {resp.status_code}: the file is gone.")
-        if resp.status_code in (401, 403):
-            raise NotFound(f"The link returned HTTP {resp.status_code}: the file is not public.")
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise Unreachable(f"The server answered HTTP {resp.status_code}; try again later.")
-        if resp.status_code >= 400:
-            raise NotFound(f"The link returned HTTP {resp.status_code}.")
-        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        ctype = _judge_answer(resp)
         if ctype in ("text/html", "application/xhtml+xml"):
             # A web page: yt-dlp's generic extractor finds embedded videos.
             return _fetch_ytdlp(url, current, dest_dir, settings)
@@ -165,30 +134,80 @@ def _fetch_http(url: str, dest_dir: Path, settings: DetectorSettings) -> Fetched
         length = _content_length(resp.headers.get("Content-Length"))
         if length > settings.max_bytes:
             raise TooLarge(_too_large(length, settings))
-        suffix = _suffix(urlsplit(current).path, ctype)
-        path = dest_dir / f"media{suffix}"
-        h = hashlib.sha256()
-        size = 0
-        try:
-            with open(path, "wb") as f:
-                for chunk in resp.iter_content(CHUNK):
-                    size += len(chunk)
-                    if size > settings.max_bytes:
-                        raise TooLarge(f"The file is larger than the "
-                                       f"{settings.max_bytes / 2**20:.0f} MB limit.")
-                    h.update(chunk)
-                    f.write(chunk)
-        except requests.RequestException as e:
-            path.unlink(missing_ok=True)
-            raise Unreachable("The download broke off; try again later.") from e
-        except DetectorError:
-            path.unlink(missing_ok=True)
-            raise
+        path = dest_dir / f"media{_suffix(urlsplit(current).path, ctype)}"
+        digest, size = _stream_to(resp, path, settings.max_bytes)
     if size == 0:
         path.unlink(missing_ok=True)
         raise NotAMedium("The link served an empty file.")
-    return Fetched(path, url, current, "http", h.hexdigest(), size,
-                   os.path.basename(urlsplit(current).path) or None)
+    return Fetched(path, url, current, "http", digest, size, os.path.basename(urlsplit(current).path) or None)
+
+
+def _follow_redirects(session, url: str, settings: DetectorSettings):
+    """The first answer that is not a redirect, and the address it came from."""
+    import requests
+
+    current = url  # vetted by fetch(); each redirect target is vetted below
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = session.get(current, stream=True, allow_redirects=False,
+                               timeout=(10, settings.fetch_timeout_s))
+            if not resp.is_redirect:
+                return resp, current
+            location = resp.headers["Location"]
+            resp.close()
+            try:
+                current = urljoin(current, location)
+            except ValueError as e:  # e.g. a broken [IPv6] literal
+                raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
+            check_url(current, settings.allow_private_hosts)
+        # a loop, not a passing failure: not retried
+        raise NotFound(f"The link redirects more than {MAX_REDIRECTS} times (a redirect loop).")
+    except ValueError as e:  # requests parses the Location itself: a broken [IPv6] literal, a bad port
+        raise UnsupportedURL(f"The link redirects to an invalid address ({e}).") from e
+    except (requests.ConnectionError, requests.Timeout) as e:  # may pass: retried
+        raise Unreachable(f"The link could not be reached ({type(e).__name__}).") from e
+    except requests.RequestException as e:  # a malformed answer or address: trying again will not help
+        raise NotFound(f"The link could not be fetched ({type(e).__name__}).") from e
+
+
+def _judge_answer(resp) -> str:
+    """The answer's media type; an HTTP error as the failure it is (gone, not public, try later)."""
+    code = resp.status_code
+    if 300 <= code < 400:  # a redirect without a Location
+        raise NotFound(f"The link answered HTTP {code} without saying where to.")
+    if code in (404, 410):
+        raise NotFound(f"The link returned HTTP {code}: the file is gone.")
+    if code in (401, 403):
+        raise NotFound(f"The link returned HTTP {code}: the file is not public.")
+    if code >= 500 or code == 429:
+        raise Unreachable(f"The server answered HTTP {code}; try again later.")
+    if code >= 400:
+        raise NotFound(f"The link returned HTTP {code}.")
+    return resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def _stream_to(resp, path: Path, max_bytes: int) -> tuple[str, int]:
+    """Write the body to ``path`` in chunks, stopping past ``max_bytes``: (sha256, size). A
+    failed download leaves no file."""
+    import requests
+
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "wb") as f:
+            for chunk in resp.iter_content(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(f"The file is larger than the {max_bytes / 2**20:.0f} MB limit.")
+                h.update(chunk)
+                f.write(chunk)
+    except requests.RequestException as e:
+        path.unlink(missing_ok=True)
+        raise Unreachable("The download broke off; try again later.") from e
+    except DetectorError:
+        path.unlink(missing_ok=True)
+        raise
+    return h.hexdigest(), size
 
 
 def _content_length(value: str | None) -> int:

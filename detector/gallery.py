@@ -41,7 +41,6 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     shots = report.shots
     n = max(1, len(shots))
@@ -63,38 +62,40 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     fig.patch.set_facecolor("white")
     fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     for k, shot in enumerate(shots):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        img = keyframes.get(shot.index)
-        c = score_colour(None if gated else shot.score)
-        if img is not None:
-            sx = img.shape[1] / report.media.width
-            sy = img.shape[0] / report.media.height
-            ax.imshow(img)
-            faces = report.faces if report.media.kind == "image" else [
-                cl.representative for cl in shot.clusters]
-            for f in faces:
-                if report.media.kind == "video" and f.frame_index != shot.keyframe_index:
-                    continue
-                b = f.box
-                ax.add_patch(Rectangle((b.x1 * sx, b.y1 * sy), (b.x2 - b.x1) * sx, (b.y2 - b.y1) * sy,
-                                       fill=False, lw=2.5, ec=score_colour(None if gated else f.score)))
-                if gated:
-                    continue
-                ax.text(b.x1 * sx, b.y1 * sy - 4, f"{f.score * 100:.0f}%", color="white", fontsize=12,
-                        fontweight="bold", va="bottom",
-                        bbox=dict(fc=score_colour(f.score), ec="none", pad=1.5))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(c)
-            spine.set_linewidth(9)
-        shot_score = ("faces found, not scored reliably" if gated and shot.score is not None
-                      else fmt_score(shot.score))
-        if report.media.kind == "video":
-            title = f"Shot {shot.index + 1}  {fmt_clock(shot.start_s)}-{fmt_clock(shot.end_s)}\n{shot_score}"
-        else:
-            n = len(report.faces)
-            title = (f"{n} face{'s' if n != 1 else ''} " + ("found" if gated else "scored")) if n else "no face found"
-        ax.set_title(title, fontsize=14, color=c, fontweight="bold")
+        _shot_panel(fig.add_subplot(rows, cols, k + 1), report, shot, keyframes.get(shot.index), gated)
     fig.tight_layout(rect=(0, 0, 1, 1 - title_in / height))
     return fig
+
+
+def _shot_panel(ax, report: Report, shot, img: np.ndarray | None, gated: bool) -> None:
+    """One shot's keyframe, its faces boxed in their score's colour, the border in the shot's."""
+    from matplotlib.patches import Rectangle
+
+    c = score_colour(None if gated else shot.score)
+    if img is not None:
+        sx = img.shape[1] / report.media.width
+        sy = img.shape[0] / report.media.height
+        ax.imshow(img)
+        faces = report.faces if report.media.kind == "image" else [cl.representative for cl in shot.clusters]
+        for f in faces:
+            if report.media.kind == "video" and f.frame_index != shot.keyframe_index:
+                continue
+            b = f.box
+            ax.add_patch(Rectangle((b.x1 * sx, b.y1 * sy), (b.x2 - b.x1) * sx, (b.y2 - b.y1) * sy,
+                                   fill=False, lw=2.5, ec=score_colour(None if gated else f.score)))
+            if gated:
+                continue
+            ax.text(b.x1 * sx, b.y1 * sy - 4, f"{f.score * 100:.0f}%", color="white", fontsize=12,
+                    fontweight="bold", va="bottom", bbox=dict(fc=score_colour(f.score), ec="none", pad=1.5))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(c)
+        spine.set_linewidth(9)
+    shot_score = "faces found, not scored reliably" if gated and shot.score is not None else fmt_score(shot.score)
+    if report.media.kind == "video":
+        title = f"Shot {shot.index + 1}  {fmt_clock(shot.start_s)}-{fmt_clock(shot.end_s)}\n{shot_score}"
+    else:
+        n = len(report.faces)
+        title = (f"{n} face{'s' if n != 1 else ''} " + ("found" if gated else "scored")) if n else "no face found"
+    ax.set_title(title, fontsize=14, color=c, fontweight="bold")

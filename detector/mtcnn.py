@@ -27,35 +27,39 @@ def detect_two_scale(mtcnn, small: list[np.ndarray], full: list[np.ndarray], sca
     MTCNN whose ``min_face_size`` is in small-frame pixels.
     """
     import torch
-    from facenet_pytorch.models.utils.detect_face import (
-        batched_nms,
-        batched_nms_numpy,
-        bbreg,
-        fixed_batch_process,
-        generateBoundingBox,
-        imresample,
-        pad,
-        rerec,
-    )
 
-    thresholds, factor = mtcnn.thresholds, mtcnn.factor
-    dtype, device = next(mtcnn.pnet.parameters()).dtype, mtcnn.device
-    imgs = torch.as_tensor(np.stack(small), device=device).permute(0, 3, 1, 2).to(dtype)
+    dtype = next(mtcnn.pnet.parameters()).dtype
+    imgs = torch.as_tensor(np.stack(small), device=mtcnn.device).permute(0, 3, 1, 2).to(dtype)
     n = len(small)
-    h, w = imgs.shape[2:4]
-    empty = [np.zeros((0, 4), np.float32) for _ in range(n)], [np.zeros(0, np.float32) for _ in range(n)]
+    found = _stage1(mtcnn, imgs)
+    found = found and _stage2(mtcnn, imgs, *found)
+    found = found and _stage3(mtcnn, full, scale, *found)
+    if not found:
+        return [np.zeros((0, 4), np.float32) for _ in range(n)], [np.zeros(0, np.float32) for _ in range(n)]
+    boxes, inds = found
+    return ([boxes[inds == i, :4].astype(np.float32) for i in range(n)],
+            [boxes[inds == i, 4].astype(np.float32) for i in range(n)])
 
-    # Stage 1 (P-Net) over the pyramid of the small frames.
+
+def _normalised(t):
+    return (t - 127.5) * 0.0078125
+
+
+def _stage1(mtcnn, imgs):
+    """P-Net over the pyramid of the small frames: square proposals and their frame, or None."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import batched_nms, generateBoundingBox, imresample, rerec
+
+    h, w = imgs.shape[2:4]
     m = 12.0 / mtcnn.min_face_size
     minl, scales, s = min(h, w) * m, [], m
     while minl >= 12:
         scales.append(s)
-        s, minl = s * factor, minl * factor
+        s, minl = s * mtcnn.factor, minl * mtcnn.factor
     boxes, inds, picks, offset = [], [], [], 0
     for sc in scales:
-        im = (imresample(imgs, (int(h * sc + 1), int(w * sc + 1))) - 127.5) * 0.0078125
-        reg, probs = mtcnn.pnet(im)
-        b, i = generateBoundingBox(reg, probs[:, 1], sc, thresholds[0])
+        reg, probs = mtcnn.pnet(_normalised(imresample(imgs, (int(h * sc + 1), int(w * sc + 1)))))
+        b, i = generateBoundingBox(reg, probs[:, 1], sc, mtcnn.thresholds[0])
         boxes.append(b)
         inds.append(i)
         picks.append(batched_nms(b[:, :4], b[:, 4], i, 0.5) + offset)
@@ -66,30 +70,49 @@ def detect_two_scale(mtcnn, small: list[np.ndarray], full: list[np.ndarray], sca
     pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
     boxes, inds = boxes[pick], inds[pick]
     if len(boxes) == 0:
-        return empty
+        return None
     rw, rh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * rw, boxes[:, 1] + boxes[:, 6] * rh,
                          boxes[:, 2] + boxes[:, 7] * rw, boxes[:, 3] + boxes[:, 8] * rh, boxes[:, 4]]).T
-    boxes = rerec(boxes)
+    return rerec(boxes), inds
 
-    # Stage 2 (R-Net) on 24 x 24 resamples of the small frames.
+
+def _stage2(mtcnn, imgs, boxes, inds):
+    """R-Net on 24 x 24 resamples of the small frames: the proposals it keeps, refined, or None."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import batched_nms, bbreg, fixed_batch_process, imresample, pad, rerec
+
+    h, w = imgs.shape[2:4]
     y, ey, x, ex = pad(boxes, w, h)
     keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
     data = torch.cat([imresample(imgs[inds[k], :, y[k] - 1:ey[k], x[k] - 1:ex[k]].unsqueeze(0), (24, 24))
                       for k in keep])
     boxes, inds = boxes[keep], inds[keep]
-    out = fixed_batch_process((data - 127.5) * 0.0078125, mtcnn.rnet)
+    out = fixed_batch_process(_normalised(data), mtcnn.rnet)
     score = out[1][:, 1]
-    ok = score > thresholds[1]
+    ok = score > mtcnn.thresholds[1]
     boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
     inds, mv = inds[ok], out[0][ok]
     pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
     boxes, inds, mv = boxes[pick], inds[pick], mv[pick]
     if len(boxes) == 0:
-        return empty
-    boxes = rerec(bbreg(boxes, mv))
+        return None
+    return rerec(bbreg(boxes, mv)), inds
 
-    # Stage 3 (O-Net) on 48 x 48 resamples of the full frames.
+
+def _stage3(mtcnn, full: list[np.ndarray], scale: float, boxes, inds):
+    """O-Net on 48 x 48 resamples of the full frames: (boxes with probability, frame) as
+    numpy arrays in full-frame pixels, or None."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import (
+        batched_nms_numpy,
+        bbreg,
+        fixed_batch_process,
+        imresample,
+        pad,
+    )
+
+    dtype = next(mtcnn.onet.parameters()).dtype
     boxes[:, :4] /= scale
     fh, fw = full[0].shape[:2]
     y, ey, x, ex = pad(boxes, fw, fh)
@@ -97,18 +120,16 @@ def detect_two_scale(mtcnn, small: list[np.ndarray], full: list[np.ndarray], sca
     crops = []
     for k in keep:
         crop = torch.as_tensor(np.ascontiguousarray(full[int(inds[k])][y[k] - 1:ey[k], x[k] - 1:ex[k]]),
-                               device=device)
+                               device=mtcnn.device)
         crops.append(imresample(crop.permute(2, 0, 1).unsqueeze(0).to(dtype), (48, 48)))
     if not crops:
-        return empty
+        return None
     boxes, inds = boxes[keep], inds[keep]
-    out = fixed_batch_process((torch.cat(crops) - 127.5) * 0.0078125, mtcnn.onet)
+    out = fixed_batch_process(_normalised(torch.cat(crops)), mtcnn.onet)
     score = out[2][:, 1]
-    ok = score > thresholds[2]
+    ok = score > mtcnn.thresholds[2]
     boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
     inds, mv = inds[ok], out[0][ok]
     boxes = bbreg(boxes, mv)
     pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], inds, 0.7, "Min")
-    boxes, inds = boxes[pick].cpu().numpy(), inds[pick].cpu().numpy()
-    return ([boxes[inds == i, :4].astype(np.float32) for i in range(n)],
-            [boxes[inds == i, 4].astype(np.float32) for i in range(n)])
+    return boxes[pick].cpu().numpy(), inds[pick].cpu().numpy()

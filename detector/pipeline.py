@@ -28,6 +28,7 @@ from .ensemble import Ensemble
 from .errors import DeviceUnavailable
 from .faces import CropSpec, FaceDetector, crop_square
 from .fetch import Fetched, cleanup, fetch
+from .lazy import LazyModel
 from .manifest import Manifest, load_manifest
 from .precision import resolve_precision
 from .probe import Limits, MediaInfo, probe
@@ -72,6 +73,8 @@ class Analysis:
     scored_faces: list[ScoredFace] = field(default_factory=list)
     # Frames the one-pass decoder read (each once); None for images and the two-pass path.
     frames_decoded: int | None = None
+    # Faces the embedder was run on (every face in the 1.x clustering; only ambiguous ones now).
+    faces_embedded: int = 0
 
 
 @dataclass
@@ -123,7 +126,7 @@ def _small(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-class Analyzer:
+class Analyzer(LazyModel):
     def __init__(self, settings: DetectorSettings | None = None, device: str | None = None,
                  manifest: Manifest | None = None):
         from .embed import FaceEmbedder
@@ -139,12 +142,11 @@ class Analyzer:
                                  self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),
                                  resolve_precision(self.device, s.precision), all_bf16=s.precision == "bf16")
 
-    def load(self) -> Analyzer:
-        """Load every model once; raises NoTrainedWeights before any work is done."""
+    def _load(self) -> None:
+        """Every model, once; raises NoTrainedWeights before any work is done."""
         self.ensemble.load()
         self.detector.load()
         self.embedder.load()
-        return self
 
     # -- the analysis -------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class Analyzer:
                        counts={"shots": len(spans), "faces": len(faces)}))
         embedding_s = timer.t.setdefault("embeddings", 0.0)
         with timer("clusters"):
-            clusters, dropped = self._cluster(faces, spans, sampled, timer)
+            clusters, dropped, embedded = self._cluster(faces, spans, sampled, timer)
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
         kept = [i for cl in clusters.values() for c in cl for i in c]
@@ -204,7 +206,7 @@ class Analyzer:
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
         places = [ScoredFace(k, c, faces[i].member_logits, faces[i].frame_index, faces[i].box) for k in clusters
                   for c, cl in enumerate(clusters[k]) for i in cl]
-        return Analysis(report, png, members, scored, places, decoded)
+        return Analysis(report, png, members, scored, places, decoded, embedded)
 
     def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """The frames to look at, as events: ``("early", index, RGB)`` for a frame the sampler
@@ -236,11 +238,7 @@ class Analyzer:
 
     def _detect(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """Decode the sampled frames, detect and crop their faces, batch by batch."""
-        s = self.settings
-        budget = s.frames_per_shot(self.device)
-        specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
-        thumb_side = max(specs.values())
-        every = s.cluster_embeddings == "all"
+        budget = self.settings.frames_per_shot(self.device)
         events, shots, decoded = self._frames(path, info, progress, timer)
         looked: dict[int, tuple] = {}  # frame index -> (keyframe-size copy, [(Detection, embedding, context, thumb, crops)])
 
@@ -253,22 +251,9 @@ class Analyzer:
         progress(Event(Stage.DETECTING_FACES, "Looking for faces", done=0, total=expected()))
 
         def look(batch: list[tuple[int, np.ndarray]]) -> None:
-            """Faces in each (index, RGB) frame, their crops, and (1.x) their embeddings."""
             if not batch:
                 return
-            with timer("faces"):
-                dets = self.detector.detect([rgb for _, rgb in batch],
-                                            s.detect_max_side_image if info.kind == "image" else None)
-            with timer("embeddings"):  # here only in the 1.x clustering: every face, now
-                embs = [self.embedder.embed(rgb, [d.box for d in fd]) if every else [None] * len(fd)
-                        for (_, rgb), fd in zip(batch, dets)]
-            with timer("crops"):
-                for (idx, rgb), fd, fe in zip(batch, dets, embs):
-                    looked[idx] = (_small(rgb, KEYFRAME_MAX_SIDE), [
-                        (d, e, None if every else face_context(rgb, d.box),
-                         _small(crop_square(rgb, d.box, s.face_margin), thumb_side),
-                         {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()})
-                        for d, e in zip(fd, fe)])
+            looked.update(self._look_at(batch, info.kind, timer))
             n = len(looked)
             progress(Event(Stage.DETECTING_FACES, f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
                        done=n, total=max(n, expected()), counts={"shots": len(shots())}))
@@ -296,35 +281,45 @@ class Analyzer:
                     late = []
         look(early)
         look(late)
-
-        faces: list[_Face] = []
         spans = shots()
-        sampled = [0] * len(spans)
-        thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy (keyframe candidates)
-        for shot, idx in taken:
-            small, found = looked[idx]
-            sampled[shot] += 1
-            if found:
-                thumbs[idx] = small
-            elif -1 - shot not in thumbs:  # the shot's keyframe if it has no face
-                thumbs[-1 - shot] = small
-            for d, e, ctx, shown, cut in found:
-                faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
-        return faces, sampled, thumbs, spans, decoded()
+        return (*_gather(taken, looked, len(spans)), spans, decoded())
+
+    def _look_at(self, batch: list[tuple[int, np.ndarray]], kind: str, timer: _Timer) -> dict[int, tuple]:
+        """Faces in each (index, RGB) frame: a keyframe-size copy of the frame and, per face,
+        (Detection, embedding (1.x only), context to embed it later, thumbnail, member crops)."""
+        s = self.settings
+        specs = self.ensemble.crop_specs()  # each member's crop, cut once per spec
+        thumb_side = max(specs.values())
+        every = s.cluster_embeddings == "all"
+        with timer("faces"):
+            dets = self.detector.detect([rgb for _, rgb in batch], s.detect_max_side_image if kind == "image" else None)
+        if every:  # the 1.x clustering: every face's embedding, now
+            with timer("embeddings"):
+                embs = [self.embedder.embed(rgb, [d.box for d in fd]) for (_, rgb), fd in zip(batch, dets)]
+        else:
+            embs = [[None] * len(fd) for fd in dets]
+        with timer("crops"):
+            return {idx: (_small(rgb, KEYFRAME_MAX_SIDE), [
+                (d, e, None if every else face_context(rgb, d.box),
+                 _small(crop_square(rgb, d.box, s.face_margin), thumb_side),
+                 {spec: _small(spec.cut(rgb, d.box), side) for spec, side in specs.items()})
+                for d, e in zip(fd, fe)]) for (idx, rgb), fd, fe in zip(batch, dets, embs)}
 
     def _cluster(self, faces: list[_Face], spans: list[ShotSpan], sampled: list[int], timer: _Timer):
-        """Each shot's kept clusters (face indices) and how many it dropped. ``all``: every
-        face's embedding in one graph (1.x); ``ambiguous``: IoU tracks, embeddings only
-        between tracks that could be one person (:mod:`detector.tracks`)."""
+        """Each shot's kept clusters (face indices), how many it dropped, and how many faces
+        were embedded. ``all``: every face's embedding in one graph (1.x); ``ambiguous``: IoU
+        tracks, embeddings only between tracks that could be one person (:mod:`detector.tracks`)."""
         s = self.settings
         clusters: dict[int, list[list[int]]] = {}
         dropped: dict[int, int] = {}
+        embedded = 0
         for shot in range(len(spans)):
             idx = [i for i, f in enumerate(faces) if f.shot == shot]
             if not idx:
                 clusters[shot], dropped[shot] = [], 0
                 continue
-            if s.cluster_embeddings == "all":
+            if s.cluster_embeddings == "all":  # each was embedded when it was found
+                embedded += len(idx)
                 labels = connected_components(np.stack([faces[i].embedding for i in idx]),
                                               s.cluster_max_distance)
             else:
@@ -335,10 +330,29 @@ class Analyzer:
 
                 pos = [faces[i].position for i in idx]
                 track = link_tracks(pos, [faces[i].box for i in idx])
-                labels, _ = group_tracks(pos, track, embed, s.cluster_max_distance)
+                labels, n = group_tracks(pos, track, embed, s.cluster_max_distance)
+                embedded += n
             groups, dropped[shot] = clusters_from_labels(labels, sampled[shot], s.min_cluster_fraction)
             clusters[shot] = [[idx[j] for j in g] for g in groups]
-        return clusters, dropped
+        return clusters, dropped, embedded
+
+
+def _gather(taken: list[tuple[int, int]], looked: dict[int, tuple], n_shots: int):
+    """The faces in the order the sampler took their frames, each shot's sampled-frame count,
+    and the keyframe candidates (frames with faces; a shot without any: its first frame)."""
+    faces: list[_Face] = []
+    sampled = [0] * n_shots
+    thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy; -1 - shot for a faceless shot
+    for shot, idx in taken:
+        small, found = looked[idx]
+        sampled[shot] += 1
+        if found:
+            thumbs[idx] = small
+        elif -1 - shot not in thumbs:
+            thumbs[-1 - shot] = small
+        for d, e, ctx, shown, cut in found:
+            faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
+    return faces, sampled, thumbs
 
 
 def run(source: str, analyzer: Analyzer, progress: ProgressFn | None = None,

@@ -9,7 +9,7 @@ A client checks the major number before reading a report.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Literal
 
@@ -151,7 +151,7 @@ class Warning_(BaseModel):
 
 class Report(BaseModel):
     report_version: str = REPORT_VERSION
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     status: Literal["scored", "no_faces"]
     score: float | None
     verdict: Verdict

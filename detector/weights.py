@@ -157,18 +157,8 @@ class WeightStore:
 
 def load_state_dict(member: Member, path: Path, model=None):
     """Read a verified weights file into a PyTorch state dict, by the manifest's format
-    (public layouts are key-mapped onto ``model``)."""
-    fmt = member.weights.format
-    if fmt == "safetensors":
-        from safetensors.torch import load_file
+    (the readers are :data:`detector.models.checkpoints.WEIGHT_FORMATS`, beside the
+    architectures; public layouts are key-mapped onto ``model``)."""
+    from .models.checkpoints import read_weights
 
-        return load_file(str(path))
-    if fmt == "keras-h5-mesonet":
-        from .convert_mesonet import convert
-
-        return convert(path, member.architecture)
-    from .models.checkpoints import PUBLIC_FORMATS, load_public
-
-    if fmt in PUBLIC_FORMATS:
-        return load_public(fmt, path, model)
-    raise ValueError(f"unknown weights format {fmt!r}")
+    return read_weights(member.weights.format, path, model, member.architecture)

@@ -11,6 +11,11 @@
 
 ``/v1/checks`` needs ``Authorization: Bearer <token>``. The gallery and the report
 page are reachable by their unguessable job id alone, so bots can link to them.
+
+Here: the route table, the handlers and the app's resources. Beside it: ``context`` (typed
+app state, the token check, the job lookup), ``middleware`` (problem+json, CORS, metrics,
+the access log), ``events`` (server-sent events), ``uploads`` (multipart uploads),
+``store`` (the API's Redis reads and writes), ``pages`` (the HTML report and model card).
 """
 
 from __future__ import annotations
@@ -20,185 +25,47 @@ import json
 import logging
 import re
 import secrets
-import shutil
-import time
-import uuid
-from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 
-from detector.errors import DetectorError
 from detector.modelcard import model_card
 from detector.netguard import check_url
 from detector.settings import DetectorSettings
-from detector.vocabulary import Event, Problem
+from detector.vocabulary import Problem
 from worker import keys
-from worker.celery_app import FETCH_TASK, make_celery
+from worker.celery_app import make_celery
 from worker.settings import ServiceSettings
 
+from .context import (
+    ALLOW_HOSTS,
+    CELERY,
+    METRICS,
+    REDIS,
+    REDIS_POOL_WAIT_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    SETTINGS,
+    STORE,
+    STREAM_REDIS,
+    STREAMS_OPEN,
+    as_bool,
+    authorise,
+    base_url,
+    enqueue,
+    job_or_404,
+    readable_job,
+)
+from .events import check_events
+from .middleware import QuietAccessLogger, cors_middleware, error_middleware, metrics_middleware
 from .pages import model_card_page, report_page
-from .problems import ApiProblem, from_detector_error, problem_response
+from .problems import ApiProblem
 from .store import ApiStore, job_view
+from .uploads import create_from_upload
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", ServiceSettings)
-REDIS = web.AppKey("redis", aioredis.Redis)
-STREAM_REDIS = web.AppKey("stream_redis", aioredis.Redis)  # event streams' own pool
-STREAMS_OPEN = web.AppKey("streams_open", dict)  # {"n": open event streams in this process}
-STORE = web.AppKey("store", ApiStore)
-CELERY = web.AppKey("celery", object)
-METRICS = web.AppKey("metrics", dict)
-ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
-TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token that authorised the request
-
-REDIS_SOCKET_TIMEOUT_S = 15
-REDIS_POOL_WAIT_S = 5  # a request waits this long for a free pooled connection
-SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events
-SSE_KEEPALIVE_MS = 15_000  # a comment line this often keeps proxies from closing an idle stream
-# Each open event stream holds a Redis connection while it waits: a token may hold this many
-# at once (a popup, a bot and a report page each follow a check; more is a leak or an attack).
-MAX_STREAMS_PER_TOKEN = 8
-STREAM_STALE_S = 3 * SSE_KEEPALIVE_MS / 1000  # a stream not seen for this long no longer counts
-# Extension origins in the forms browsers send: Chrome's (and Edge's) 32 letters a-p, a UUID
-# for Firefox and Safari. Anything else claiming to be an extension is not one.
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-EXTENSION_ORIGIN = re.compile(rf"^(chrome-extension://[a-p]{{32}}|moz-extension://{_UUID}|safari-web-extension://{_UUID})$")
-MAX_AUTH_FAILURES_PER_MIN = 30  # per client address: wrong or missing tokens
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-# -- middlewares ---------------------------------------------------------------------------
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except ApiProblem as p:
-        return problem_response(p.status, p.code, p.title, p.detail, request.path, p.headers, **p.extra)
-    except DetectorError as e:
-        p = from_detector_error(e)
-        return problem_response(p.status, p.code, p.title, p.detail, request.path)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}
-        detail = {404: "There is nothing at this address.", 413: "The upload is larger than the limit."}
-        return problem_response(e.status, re.sub(r"\W+", "-", e.reason.lower()), titles.get(e.status, e.reason),
-                                detail.get(e.status, e.text or e.reason), request.path)
-    except asyncio.CancelledError:
-        raise
-    except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # the store is down: come back later
-        log.warning("Redis unreachable on %s: %r", request.path, e)
-        return problem_response(503, Problem.SERVICE_UNAVAILABLE, "The service is unavailable",
-                                "The job store does not answer; try again in a few seconds.", request.path,
-                                {"Retry-After": "5"})
-    except Exception:
-        log.exception("unhandled error on %s", request.path)
-        return problem_response(500, Problem.INTERNAL_ERROR, "Internal error",
-                                "Something went wrong on our side.", request.path)
-
-
-def cors_allowed(settings: ServiceSettings, origin: str | None) -> bool:
-    if not origin:
-        return False
-    if settings.cors_origins:
-        return origin in settings.cors_origins
-    return bool(EXTENSION_ORIGIN.match(origin))
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler):
-    origin = request.headers.get("Origin")
-    allowed = cors_allowed(request.app[SETTINGS], origin)
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        if not allowed:
-            return web.Response(status=403)
-        resp = web.Response(status=204)
-        resp.headers.update({"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                             "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, Idempotency-Key",
-                             "Access-Control-Max-Age": "600"})
-    else:
-        resp = await handler(request)
-    if allowed:
-        resp.headers["Access-Control-Allow-Origin"] = origin
-        resp.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
-        resp.headers["Vary"] = "Origin"
-    return resp
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):
-    m = request.app[METRICS]
-    t0 = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    finally:
-        m["requests"].labels(request.method, route, str(status)).inc()
-        m["latency"].labels(request.method, route).observe(time.perf_counter() - t0)
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-async def authorise(request: web.Request, kind: str) -> str:
-    store = request.app[STORE]
-    client = request.remote or "unknown"
-    await store.check_auth_failures(client, MAX_AUTH_FAILURES_PER_MIN)  # guessing tokens is slowed down
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or len(token) < 5:  # the scheme is case-insensitive (RFC 7235)
-        await store.auth_failed(client)
-        raise ApiProblem(401, Problem.UNAUTHORISED, "Missing API token",
-                         "Send 'Authorization: Bearer <token>'; tokens come from `deepfake-token create NAME`.",
-                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check"'})
-    name = await store.token_name(token)
-    if name is None:
-        await store.auth_failed(client)
-        raise ApiProblem(401, Problem.BAD_TOKEN, "Unknown or revoked API token",
-                         "This token is not valid; ask the service's operator for a new one.",
-                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check", error="invalid_token"'})
-    s = request.app[SETTINGS]
-    limit = s.rate_limit_per_min if kind == "submit" else s.read_rate_limit_per_min
-    await request.app[STORE].rate_limit(name, kind, limit)
-    request[TOKEN_NAME] = name
-    return name
-
-
-def base_url(request: web.Request) -> str:
-    return request.app[SETTINGS].public_url.rstrip("/")
-
-
-def unknown_check() -> ApiProblem:
-    return ApiProblem(404, Problem.UNKNOWN_CHECK, "Unknown check", "No check has this id; it may have expired.")
-
-
-async def job_or_404(request: web.Request) -> dict[str, str]:
-    jid = request.match_info["id"]
-    rec = await request.app[STORE].get(jid) if JOB_ID.match(jid) else {}
-    if not rec:
-        raise unknown_check()
-    return rec
-
-
-async def enqueue(request: web.Request, job_id: str, upload_path: str | None = None) -> None:
-    celery = request.app[CELERY]
-    args = [job_id] if upload_path is None else [job_id, upload_path]
-    # send_task talks to Redis synchronously: keep it off the event loop.
-    await asyncio.get_running_loop().run_in_executor(None, lambda: celery.send_task(FETCH_TASK, args=args))
-
-
-def _as_bool(v) -> bool:
-    return v is True or str(v).lower() in ("1", "true", "yes", "on")
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -253,7 +120,7 @@ async def create_check(request: web.Request) -> web.Response:
 async def _create_check(request: web.Request, owner: str) -> web.Response:
     store = request.app[STORE]
     if request.content_type.startswith("multipart/"):
-        job_id, how = await _create_from_upload(request, owner)
+        job_id, how = await create_from_upload(request, owner)
     else:
         body = await _json_body(request)
         url = body.get("url") if isinstance(body, dict) else None
@@ -265,7 +132,7 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
         # Resolving the host blocks: off the event loop. The worker checks again when it connects.
         await asyncio.get_running_loop().run_in_executor(None, check_url, url,
                                                          request.app[ALLOW_HOSTS])
-        job_id, how = await store.create(input=url, owner=owner, fresh=_as_bool(body.get("fresh")),
+        job_id, how = await store.create(input=url, owner=owner, fresh=as_bool(body.get("fresh")),
                                          normalised=keys.normalise_url(url))
         if how == "new":
             try:
@@ -279,211 +146,15 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
     return web.json_response(view, status=status, headers={"Location": f"/v1/checks/{job_id}"})
 
 
-BIDI_AND_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-MAX_NAME_CHARS = 120
-
-
-def display_name(raw: str | None) -> str:
-    """A file name as the report shows it: the last path part, without control, direction-
-    override or invisible characters, at most 120 characters. Pages escape it; it never
-    names a file on disk."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in BIDI_AND_INVISIBLE.sub("", name) if c.isprintable()).strip(" .")
-    if not name:
-        return "upload"
-    if len(name) > MAX_NAME_CHARS:
-        stem, dot, ext = name.rpartition(".")
-        ext = f".{ext}" if dot and len(ext) <= 5 else ""
-        name = name[: MAX_NAME_CHARS - len(ext) - 1] + "…" + ext
-    return name
-
-
-def stored_name(display: str) -> str:
-    """The upload's name on disk: fixed, with the extension only if it is plain (the probe
-    reads the content, not the name)."""
-    ext = Path(display).suffix.lower()
-    return "upload" + (ext if re.fullmatch(r"\.[a-z0-9]{1,5}", ext) else "")
-
-
-async def _next_part(reader):
-    try:
-        return await reader.next()
-    except LineTooLong as e:
-        if "filename" in str(e):
-            raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name is too long",
-                             "The upload's file name is longer than 8,000 characters; rename the file.") from e
-        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                         "A header of the form is too long.") from e
-    except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
-        if "filename" in str(e):  # e.g. a NUL or a line break in the name: the header is refused
-            raise ApiProblem(400, Problem.BAD_FILE_NAME, "The file name cannot be read",
-                             "The upload's file name holds characters a form may not carry; rename the file.") from e
-        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                         f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).') from e
-
-
-async def _create_from_upload(request: web.Request, owner: str) -> tuple[str, str]:
-    s = request.app[SETTINGS]
-    try:
-        reader = await request.multipart()
-    except (ValueError, KeyError, AssertionError, HttpProcessingError) as e:
-        raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                         "A multipart upload needs a boundary in its Content-Type; send a form with a field "
-                         "\"file\".") from e
-    fresh = False
-    while True:
-        part = await _next_part(reader)
-        if part is None:
-            raise ApiProblem(400, Problem.BAD_REQUEST, "No file in the upload", 'Send the medium in a form field "file".')
-        if part.name == "fresh":
-            fresh = _as_bool(await part.text())
-            continue
-        if part.name == "file":
-            break
-    name = display_name(part.filename)
-    store = request.app[STORE]
-    job_id, _ = await store.create(input=name, owner=owner, fresh=fresh, upload=True)
-    folder = s.work_dir(job_id) / "upload"
-    path = folder / stored_name(name)
-    loop = asyncio.get_running_loop()
-    try:  # whatever goes wrong from here, no record stays queued and no file stays behind
-        await loop.run_in_executor(None, lambda: folder.mkdir(parents=True, exist_ok=True))
-        size = 0
-        f = await loop.run_in_executor(None, open, path, "wb")
-        try:
-            while True:
-                try:
-                    chunk = await part.read_chunk(1 << 20)
-                except (ValueError, AssertionError, HttpProcessingError) as e:
-                    raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
-                                     f"The form's file part could not be read ({type(e).__name__}).") from e
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > s.max_upload_bytes:
-                    raise ApiProblem(413, Problem.TOO_LARGE, "The file is too large",
-                                     f"Uploads are limited to {s.max_upload_bytes / 2**20:.0f} MB.")
-                await loop.run_in_executor(None, f.write, chunk)
-        finally:
-            await loop.run_in_executor(None, f.close)
-        if size == 0:
-            raise ApiProblem(400, Problem.BAD_REQUEST, "The file is empty", "The uploaded file has no content.")
-        await enqueue(request, job_id, str(path))
-    except BaseException:
-        await loop.run_in_executor(None, lambda: shutil.rmtree(s.work_dir(job_id), ignore_errors=True))
-        await store.forget(job_id)
-        raise
-    return job_id, "new"
-
-
 async def token_info(request: web.Request) -> web.Response:
     """Who the token belongs to: lets a client test its connection and token."""
     name = await authorise(request, "read")
     return web.json_response({"name": name})
 
 
-async def readable_job(request: web.Request) -> dict[str, str]:
-    """The job, if this token asked for it; another token's check is as unknown as a
-    missing one (its id alone opens only the report page and the gallery)."""
-    name = await authorise(request, "read")
-    rec = await job_or_404(request)
-    if not await request.app[STORE].can_read(rec, name):
-        raise unknown_check()
-    return rec
-
-
 async def get_check(request: web.Request) -> web.Response:
     rec = await readable_job(request)
     return web.json_response(job_view(rec, base_url(request)))
-
-
-class StreamSlot:
-    """One of a token's MAX_STREAMS_PER_TOKEN places for an open event stream: a sorted set
-    per token (member: this stream, score: when it was last seen), so a stream whose API
-    process died stops counting after STREAM_STALE_S."""
-
-    def __init__(self, r: aioredis.Redis, name: str):
-        self.r, self.key, self.id = r, f"df:streams:{name}", uuid.uuid4().hex
-
-    async def acquire(self) -> None:
-        now = time.time()
-        p = self.r.pipeline()
-        p.zremrangebyscore(self.key, 0, now - STREAM_STALE_S)
-        p.zadd(self.key, {self.id: now})
-        p.zcard(self.key)
-        p.expire(self.key, int(STREAM_STALE_S) + 60)
-        *_, count, _ = await p.execute()
-        if count > MAX_STREAMS_PER_TOKEN:
-            await self.r.zrem(self.key, self.id)
-            raise ApiProblem(429, Problem.TOO_MANY_STREAMS, "Too many open event streams",
-                             f"A token may follow at most {MAX_STREAMS_PER_TOKEN} checks' events at once; "
-                             "close one, or poll GET /v1/checks/{id}.", headers={"Retry-After": "5"})
-
-    async def touch(self) -> None:
-        await self.r.zadd(self.key, {self.id: time.time()})
-        await self.r.expire(self.key, int(STREAM_STALE_S) + 60)
-
-    async def release(self) -> None:
-        try:
-            await self.r.zrem(self.key, self.id)
-        except aioredis.RedisError as e:  # it goes stale on its own
-            log.warning("could not free a stream place: %r", e)
-
-
-async def check_events(request: web.Request) -> web.StreamResponse:
-    rec = await readable_job(request)
-    open_ = request.app[STREAMS_OPEN]
-    limit = request.app[SETTINGS].max_event_streams
-    if open_["n"] >= limit:  # this process's stream pool is full: capacity, not the client's fault
-        raise ApiProblem(503, Problem.TOO_MANY_STREAMS, "The service follows too many checks right now",
-                         f"This server holds {limit} event streams at once; poll GET /v1/checks/{{id}}, "
-                         "or open the stream again in a few seconds.", headers={"Retry-After": "5"})
-    slot = StreamSlot(request.app[REDIS], request[TOKEN_NAME])
-    await slot.acquire()
-    open_["n"] += 1
-    try:
-        return await _stream_events(request, rec, request.app[STREAM_REDIS], slot)
-    finally:
-        open_["n"] -= 1
-        await slot.release()
-
-
-async def _stream_events(request: web.Request, rec: dict, r: aioredis.Redis, slot: StreamSlot) -> web.StreamResponse:
-    stream = keys.events(rec["id"])
-    last = request.headers.get("Last-Event-ID") or "0"
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})
-    await resp.prepare(request)
-    await resp.write(b"retry: 2000\n\n")  # EventSource reconnects after 2 s, resuming from Last-Event-ID
-    idle = 0
-    try:
-        while True:
-            # BLOCK stays well under the client's socket timeout (REDIS_SOCKET_TIMEOUT_S).
-            got = await r.xread({stream: last}, block=SSE_BLOCK_MS, count=100)
-            if not got:
-                idle += 1
-                if idle * SSE_BLOCK_MS >= SSE_KEEPALIVE_MS:
-                    idle = 0
-                    await resp.write(b": keep-alive\n\n")
-                    await slot.touch()
-                    if not await r.exists(stream):
-                        break
-                continue
-            for _, entries in got:
-                for ev_id, fields in entries:
-                    last = ev_id
-                    ev = Event.from_fields(fields)
-                    name = "done" if ev.terminal else "progress"
-                    await resp.write(f"id: {ev_id}\nevent: {name}\ndata: {json.dumps(ev.to_json())}\n\n".encode())
-                    if ev.terminal:
-                        return resp
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    except aioredis.RedisError as e:
-        # Headers are sent: no problem document can follow. End the stream; the client
-        # reconnects with Last-Event-ID and misses nothing.
-        log.warning("event stream of %s ended early: %r", rec["id"], e)
-    return resp
 
 
 async def gallery(request: web.Request) -> web.StreamResponse:
@@ -583,34 +254,18 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
                              registry=registry),
     }
     app.cleanup_ctx.extend([_redis_ctx, _celery_ctx])
-    app.router.add_post("/v1/checks", create_check)
-    app.router.add_get("/v1/checks/{id}", get_check)
-    app.router.add_get("/v1/token", token_info)
-    app.router.add_get("/v1/checks/{id}/events", check_events)
-    app.router.add_get("/v1/checks/{id}/gallery.png", gallery)
-    app.router.add_get("/v1/model-card", model_card_handler)
-    app.router.add_get("/r/{id}", report_html)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.add_routes([
+        web.post("/v1/checks", create_check),
+        web.get("/v1/checks/{id}", get_check),
+        web.get("/v1/token", token_info),
+        web.get("/v1/checks/{id}/events", check_events),  # extension_api/events.py
+        web.get("/v1/checks/{id}/gallery.png", gallery),
+        web.get("/v1/model-card", model_card_handler),
+        web.get("/r/{id}", report_html),
+        web.get("/healthz", healthz),
+        web.get("/metrics", metrics),
+    ])
     return app
-
-
-class QuietAccessLogger(AccessLogger):
-    """The access log without the polls: successful reads of a check's status, its events,
-    health and metrics are logged only at DEBUG, so submissions, errors and the workers'
-    verdict lines are what an operator reads. Query strings are never logged (a token
-    pasted into one must not land in the log)."""
-
-    QUIET = ("/v1/checks/", "/healthz", "/metrics", "/v1/token")
-
-    def log(self, request, response, time: float) -> None:
-        if (request.method in ("GET", "HEAD", "OPTIONS") and response.status < 400
-                and request.path.startswith(self.QUIET) and not self.logger.isEnabledFor(logging.DEBUG)):
-            return
-        v = request.version
-        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"', request.remote, request.method, request.path,
-                         v.major, v.minor, response.status, response.body_length, time,
-                         request.headers.get("User-Agent", "-"))
 
 
 def main() -> None:  # pragma: no cover - `python -m extension_api.app`

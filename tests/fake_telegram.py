@@ -103,7 +103,7 @@ class FakeTelegram(FakeApi):
             try:
                 upd = await asyncio.wait_for(self.updates.get(), timeout=max(timeout, 0.05))
                 result = [upd]
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 result = []
         elif method == "getMe":
             result = BOT_USER

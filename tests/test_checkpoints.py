@@ -159,3 +159,19 @@ def test_import_public_pins_the_users_checksum_and_the_member_joins_the_ensemble
     data[len(data) // 2] ^= 0xFF
     store.path_for(member).write_bytes(bytes(data))
     assert store.status(member) == "mismatch"
+
+
+def test_every_manifest_weights_format_has_one_reader_beside_the_architectures(tmp_path):
+    import typing
+
+    from detector.manifest import WeightsRef
+    from detector.models.checkpoints import WEIGHT_FORMATS, read_weights
+
+    named = set(typing.get_args(WeightsRef.model_fields["format"].annotation))
+    assert named == set(WEIGHT_FORMATS)
+    try:
+        read_weights("pickle", tmp_path / "x.bin", None, "meso4")
+    except ValueError as e:
+        assert "unknown weights format 'pickle'" in str(e)
+    else:
+        raise AssertionError("an unknown format was read")

@@ -99,6 +99,8 @@ def test_submit_progress_report_gallery(service, first_job):
     assert faces_events and faces_events[-1]["done"] <= faces_events[-1]["total"]
     view = wait_done(service, token, job["id"])
     assert view["state"] == "done" and not view["seen_before"]
+    # the terminal event carries the final view, so a follower needs no GET after it
+    assert events[-1][0] == "done" and events[-1][1]["view"] == view
     report = view["report"]
     assert report["status"] == "scored" and report["shots"] and 0 <= report["score"] <= 1
     g = requests.get(view["links"]["gallery"], timeout=10)
@@ -127,8 +129,23 @@ def test_same_content_under_another_link_is_a_hit(service, media, first_job):
     view = wait_done(service, token, r.json()["id"])
     assert view["id"] != job["id"] and view["same_content_as"] == job["id"] and view["seen_before"]
     first = wait_done(service, token, job["id"])
-    assert view["report"] == first["report"]  # the stored analysis, not a new one
+    mine, theirs = dict(view["report"]), dict(first["report"])
+    assert mine.pop("source")["input"] == media.url("/repost/same.mp4")  # what this asker sent
+    theirs.pop("source")
+    assert mine == theirs  # the stored analysis, not a new one
     assert "/repost/same.mp4" in media.requests
+
+
+def test_a_content_hit_for_another_token_shows_nothing_of_the_first_asker(service, media, first_job):
+    _, job, _ = first_job
+    other = service.token("another-newsroom")
+    media.routes["/theirs/renamed.mp4"] = media.routes["/clip.mp4"]
+    r = submit(service, other, media.url("/theirs/renamed.mp4"))
+    assert r.status_code == 202
+    view = wait_done(service, other, r.json()["id"])
+    assert view["seen_before"] and view["report"]["score"] is not None
+    assert "same_content_as" not in view  # the first check's id would open its report page
+    assert "/clip.mp4" not in json.dumps(view) and view["report"]["source"]["input"].endswith("/theirs/renamed.mp4")
 
 
 def test_a_check_is_read_through_the_api_by_the_tokens_that_asked_for_it(service, media, first_job):
@@ -477,7 +494,7 @@ def test_hostile_request_bodies_get_a_problem_not_a_500(service):
 
 
 def test_event_streams_are_bounded_per_token(service, media):
-    from extension_api.app import MAX_STREAMS_PER_TOKEN
+    from extension_api.events import MAX_STREAMS_PER_TOKEN
 
     token = service.token("many-streams")
     media.routes["/streams/film.mp4"] = (200, {"Content-Type": "video/mp4"},
@@ -532,7 +549,7 @@ async def test_metrics_token_and_failed_logins_per_address(service):
     import aiohttp
     import redis as syncredis
 
-    from extension_api.app import MAX_AUTH_FAILURES_PER_MIN
+    from extension_api.context import MAX_AUTH_FAILURES_PER_MIN
     from extension_api.tokens import create
     from worker.settings import ServiceSettings
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bots.core import FRIENDLY, NO_LINK, ServiceClient
+from bots.core import FRIENDLY, NO_LINK, RATE_LIMITED, ServiceClient
 from bots.settings import BotSettings
 from bots.slack_bot import SHORTCUT_ID, build_app, web_app
 
@@ -32,13 +32,13 @@ def signed(body: str, secret: str = SECRET, ts: int | None = None) -> dict:
 
 
 @pytest.fixture
-async def slack(service):
+async def slack(service, request):
     fake = FakeSlack()
     await fake.start()
     settings = BotSettings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
                            slack_api_url=fake.url + "/api/", api_url=service.base,
                            api_token=service.token(f"slack-{uuid.uuid4().hex[:8]}"),
-                           redis_url=service.redis_url)
+                           redis_url=service.redis_url, **getattr(request, "param", {}))
     client = ServiceClient(settings.api_url, settings.api_token)
     app, bot = build_app(settings, client)
     runner = web.AppRunner(web_app(app))
@@ -231,3 +231,17 @@ async def test_a_link_with_an_escaped_ampersand_is_fetched_as_sent(slack, loopba
     assert "sig=abc123&amp;exp=99" in root["text"] and "&amp;amp;" not in root["text"]  # mrkdwn for "&"
     await fake.wait_for(lambda m, p: m == "files.completeUploadExternal")
     assert "/cdn/photo.jpg?sig=abc123&exp=99" in loopback.full_requests
+
+
+@pytest.mark.parametrize("slack", [{"user_rate_limit": 1}], indirect=True)
+async def test_the_ack_and_the_lazy_listener_count_a_command_once(slack, loopback):
+    """bolt runs a command's ack and its lazy listener side by side; they share one decision,
+    so with a limit of one check, the first command is checked and the second refused."""
+    fake, url, http = slack
+    loopback.routes["/photo.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                     shared("media", "unlabeled", "obama.jpg").read_bytes())
+    assert "Checking" in await ack_text(http, url, loopback.url("/photo.jpg"))
+    await fake.wait_for(lambda m, p: m == "chat.update" and "probability" in p.get("text", ""))
+    assert await ack_text(http, url, loopback.url("/photo.jpg")) == RATE_LIMITED
+    await asyncio.sleep(1.0)  # time for a second check to show, had one started
+    assert len([p for p in fake.calls_of("chat.postMessage") if "thread_ts" not in p]) == 1

@@ -17,7 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from detector.errors import WorkerLost
-from detector.report import Report
+from detector.report import Report, Source
 from detector.vocabulary import TERMINAL, Event, Problem, Stage, State, as_problem
 
 from . import keys
@@ -136,13 +136,18 @@ class JobStore:
         self.r.set(key, job_id, ex=self.settings.retention_s)  # earlier one failed or expired
         return None
 
-    def reuse(self, job_id: str, other: str) -> None:
-        """Finish ``job_id`` with the result of ``other`` (same content, another link)."""
+    def reuse(self, job_id: str, other: str, source: Source) -> None:
+        """Finish ``job_id`` with the analysis of ``other`` (same content, another link or
+        upload). The report names this job's own source: another asker's link or file name
+        is not shown, and ``other``'s id (which opens its report page) is kept only when
+        both checks have the same owner."""
         rec = self.get(other)
         src = self.settings.results_dir(other) / "gallery.png"
         gallery = src.read_bytes() if src.is_file() else None
         self.r.hincrby(keys.STATS, "content_cache_hits", 1)
-        self.finish(job_id, Report.from_json(rec["report"]), gallery, seen_before=1, same_content_as=other)
+        report = Report.from_json(rec["report"]).model_copy(update={"source": source})
+        same_owner = rec.get("owner") is not None and rec.get("owner") == self.r.hget(keys.job(job_id), "owner")
+        self.finish(job_id, report, gallery, seen_before=1, **({"same_content_as": other} if same_owner else {}))
 
     # -- housekeeping (each worker's main process, every housekeeping_every_s) --------------
     def sweep_stale(self) -> list[str]:

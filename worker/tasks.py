@@ -18,6 +18,7 @@ import redis
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
+from detector.assemble import source_of
 from detector.errors import AnalysisTimeout, DetectorError, DownloadTimeout, InternalError, WorkerCrashed
 from detector.fetch import Fetched, fetch
 from detector.vocabulary import TERMINAL, Stage
@@ -165,7 +166,7 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
     if rec.get("fresh") != "1":
         other = st.claim_content(job_id, fetched.sha256)
         if other:
-            st.reuse(job_id, other)
+            st.reuse(job_id, other, source_of(fetched))
             _cleanup(job_id)
             return {"job": job_id, "outcome": "content-cache-hit", "same_as": other}
     elif SETTINGS.keeps_results:

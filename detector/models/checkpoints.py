@@ -244,3 +244,36 @@ def load_public(fmt: str, path: Path | str, model: nn.Module) -> dict[str, torch
     # BatchNorm's step counters are not in every layout and play no part in inference.
     own = model.state_dict()
     return {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **sd}
+
+
+# -- every weights format a manifest may name, in one table ------------------------------------
+# format -> reader(path, model, architecture) -> a state dict for ``model`` (an architecture
+# from the registry). The manifest's ``WeightsRef.format`` lists the same names; a test keeps
+# the two in step.
+
+def _safetensors(path: Path, model: nn.Module | None, architecture: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _keras_mesonet(path: Path, model: nn.Module | None, architecture: str) -> dict[str, torch.Tensor]:
+    from ..convert_mesonet import convert
+
+    return convert(path, architecture)
+
+
+WEIGHT_FORMATS = {
+    "safetensors": _safetensors,  # what deepfake-train writes (fp16), the trained members
+    "keras-h5-mesonet": _keras_mesonet,  # the MesoNet authors' Keras files
+    **{fmt: (lambda path, model, architecture, fmt=fmt: load_public(fmt, path, model)) for fmt in PUBLIC_FORMATS},
+}
+
+
+def read_weights(fmt: str, path: Path | str, model: nn.Module | None, architecture: str) -> dict[str, torch.Tensor]:
+    """A verified weights file as a state dict for ``model``, by its manifest format."""
+    try:
+        reader = WEIGHT_FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown weights format {fmt!r}; known: {', '.join(WEIGHT_FORMATS)}") from None
+    return reader(Path(path), model, architecture)

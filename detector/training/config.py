@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-import tomllib
 from pydantic import BaseModel, Field
 
 from .. import splits

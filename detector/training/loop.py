@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +294,7 @@ def train(cfg: TrainConfig, settings: DetectorSettings | None = None, log_every:
         "device": device, "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__},
         "git_commit": _git_commit(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out_dir / "training-record.json").write_text(json.dumps(record, indent=2))
     entry = manifest_entry(cfg, record, size, dc, crop)

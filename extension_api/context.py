@@ -1,0 +1,93 @@
+"""The API's typed state (aiohttp ``AppKey``s, one per resource) and what every handler
+starts with: the token check, the job lookup, the public base URL, handing a job to the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from detector.vocabulary import Problem
+from worker.celery_app import FETCH_TASK
+from worker.settings import ServiceSettings
+
+from .problems import ApiProblem
+from .store import ApiStore
+
+SETTINGS = web.AppKey("settings", ServiceSettings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+STREAM_REDIS = web.AppKey("stream_redis", aioredis.Redis)  # event streams' own pool
+STREAMS_OPEN = web.AppKey("streams_open", dict)  # {"n": open event streams in this process}
+STORE = web.AppKey("store", ApiStore)
+CELERY = web.AppKey("celery", object)
+METRICS = web.AppKey("metrics", dict)
+ALLOW_HOSTS = web.AppKey("allow_hosts", list)  # exempt from the private-address guard (tests)
+TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token that authorised the request
+
+REDIS_SOCKET_TIMEOUT_S = 15
+REDIS_POOL_WAIT_S = 5  # a request waits this long for a free pooled connection
+MAX_AUTH_FAILURES_PER_MIN = 30  # per client address: wrong or missing tokens
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+async def authorise(request: web.Request, kind: str) -> str:
+    store = request.app[STORE]
+    client = request.remote or "unknown"
+    await store.check_auth_failures(client, MAX_AUTH_FAILURES_PER_MIN)  # guessing tokens is slowed down
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or len(token) < 5:  # the scheme is case-insensitive (RFC 7235)
+        await store.auth_failed(client)
+        raise ApiProblem(401, Problem.UNAUTHORISED, "Missing API token",
+                         "Send 'Authorization: Bearer <token>'; tokens come from `deepfake-token create NAME`.",
+                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check"'})
+    name = await store.token_name(token)
+    if name is None:
+        await store.auth_failed(client)
+        raise ApiProblem(401, Problem.BAD_TOKEN, "Unknown or revoked API token",
+                         "This token is not valid; ask the service's operator for a new one.",
+                         headers={"WWW-Authenticate": 'Bearer realm="deepfake-check", error="invalid_token"'})
+    s = request.app[SETTINGS]
+    limit = s.rate_limit_per_min if kind == "submit" else s.read_rate_limit_per_min
+    await request.app[STORE].rate_limit(name, kind, limit)
+    request[TOKEN_NAME] = name
+    return name
+
+
+def base_url(request: web.Request) -> str:
+    return request.app[SETTINGS].public_url.rstrip("/")
+
+
+def unknown_check() -> ApiProblem:
+    return ApiProblem(404, Problem.UNKNOWN_CHECK, "Unknown check", "No check has this id; it may have expired.")
+
+
+async def job_or_404(request: web.Request) -> dict[str, str]:
+    jid = request.match_info["id"]
+    rec = await request.app[STORE].get(jid) if JOB_ID.match(jid) else {}
+    if not rec:
+        raise unknown_check()
+    return rec
+
+
+async def enqueue(request: web.Request, job_id: str, upload_path: str | None = None) -> None:
+    celery = request.app[CELERY]
+    args = [job_id] if upload_path is None else [job_id, upload_path]
+    # send_task talks to Redis synchronously: keep it off the event loop.
+    await asyncio.get_running_loop().run_in_executor(None, lambda: celery.send_task(FETCH_TASK, args=args))
+
+
+def as_bool(v) -> bool:
+    return v is True or str(v).lower() in ("1", "true", "yes", "on")
+
+
+async def readable_job(request: web.Request) -> dict[str, str]:
+    """The job, if this token asked for it; another token's check is as unknown as a
+    missing one (its id alone opens only the report page and the gallery)."""
+    name = await authorise(request, "read")
+    rec = await job_or_404(request)
+    if not await request.app[STORE].can_read(rec, name):
+        raise unknown_check()
+    return rec
