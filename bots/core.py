@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from detector.report import ReportVersionError, fmt_clock, read_report
+from detector.report import SCORE_MEANS, ReportVersionError, fmt_clock, read_report
 from detector.vocabulary import STAGE_ORDER, TERMINAL, Problem, Stage, State, problem_code
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,10 @@ def stage_text(event: dict) -> str:
 class Reply:
     """A finished check, as every channel shows it."""
 
-    headline: str  # "🔴 Likely manipulated: 87% probability of manipulation" or the failure sentence
+    headline: str  # "🔴 Likely manipulated: 87% probability that the faces were manipulated", or why not
     score: float | None = None
-    shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%"
+    notes: list[str] = field(default_factory=list)  # what the bands mean; the shots, and the most suspicious
+    shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%", only with several shots
     warnings: list[str] = field(default_factory=list)
     report_url: str | None = None
     gallery_url: str | None = None
@@ -150,23 +151,24 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
         r = read_report(view["report"])
     except ReportVersionError:
         return Reply(headline=NEWER_REPORT, report_url=links.get("report_page"))
+    gated = r.score is not None and bool(r.verdict_note)  # no number shown as a finding
     if r.score is None:
         headline = f"{BAND_ICON['inconclusive']} {NO_FACE}"
-    elif r.verdict_note:  # the reliability gate: no number presented as a finding
+    elif gated:  # the reliability gate: why, and what to do next
         headline = f"{BAND_ICON['inconclusive']} {r.verdict_note}"
     else:
-        headline = (f"{BAND_ICON.get(r.verdict.value, '')} {r.verdict_label}: "
-                    f"{r.score * 100:.0f}% probability that the faces were manipulated")
+        headline = f"{BAND_ICON.get(r.verdict.value, '')} {r.verdict_label}: {r.score * 100:.0f}% {SCORE_MEANS}"
+    notes = [r.bands_note] if r.score is not None and not gated else []
+    if r.shots_note:
+        notes.append(r.shots_note)
     shots = []
-    gated = r.score is not None and bool(r.verdict_note)  # no number shown as a finding
-    for s in r.shots:
-        score = ("no face" if s.score is None else "faces found, no reliable score" if gated
-                 else f"{s.score * 100:.0f}%")
-        where = (f"Shot {s.index + 1} ({fmt_clock(s.start_s)}–{fmt_clock(s.end_s)})"
-                 if r.media.kind == "video" else "Image")
-        shots.append(f"{where}: {score}")
+    if r.media.kind == "video" and len(r.shots) > 1:  # one shot, or an image: the headline says it all
+        for s in r.shots:
+            score = ("no face" if s.score is None else "faces found, no reliable score" if gated
+                     else f"{s.score * 100:.0f}%")
+            shots.append(f"Shot {s.index + 1} ({fmt_clock(s.start_s)}–{fmt_clock(s.end_s)}): {score}")
     warnings = [w.message for w in r.warnings if w.code not in ("members_not_scored", "no_faces")]
-    return Reply(headline=headline, score=r.score, shots=shots, warnings=warnings,
+    return Reply(headline=headline, score=r.score, notes=notes, shots=shots, warnings=warnings,
                  report_url=links.get("report_page"), gallery_url=links.get("gallery"),
                  seen_before=bool(view.get("seen_before")))
 

@@ -96,6 +96,9 @@ def render_blocks(reply: Reply) -> list[dict]:
     if reply.seen_before:
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": "Checked before; this is the stored result."}]})
+    if reply.notes:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn_escape(n)}
+                                                       for n in reply.notes]})
     if reply.shots:
         fields = [{"type": "mrkdwn", "text": mrkdwn_escape(s)} for s in reply.shots[:10]]
         blocks.append({"type": "section", "fields": fields})

@@ -51,6 +51,7 @@ def render_html(reply: Reply) -> str:
     lines = [f"<b>{html.escape(reply.headline)}</b>"]
     if reply.seen_before:
         lines.append("<i>Checked before; this is the stored result.</i>")
+    lines += [f"<i>{html.escape(n)}</i>" for n in reply.notes]
     if reply.shots:
         lines.append("")
         lines += [html.escape(s) for s in reply.shots]

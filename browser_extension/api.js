@@ -161,7 +161,7 @@ export function summarise(view) {
     const r = view.report;
     out.report = {
       score: r.score, verdict: r.verdict, verdictLabel: r.verdict_label, kind: r.media.kind,
-      note: r.verdict_note || null,
+      note: r.verdict_note || null, bands: r.bands_note || null, shotsNote: r.shots_note || null,
       title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
         .map(w => w.message),
       medium: mediumOf(r),

@@ -67,6 +67,8 @@ function detail(c) {
     el("div", { text: r.score === null ? "No face was found to analyse."
                     : r.note ? r.note : `${BANDS[band]}: probability that the faces were manipulated` }));
   card.append(v);
+  if (r.bands && r.score !== null && !r.note) card.append(el("div", { class: "muted bands", text: r.bands }));
+  if (r.shotsNote) card.append(el("p", { class: "shots-note", text: r.shotsNote }));
   if (c.seenBefore) card.append(el("div", { class: "muted", text: "Checked before; this is the stored result." }));
   for (const w of r.warnings || []) card.append(el("div", { class: "warn", text: w }));
   const rows = r.shots.map(s => el("tr", {},
@@ -75,8 +77,6 @@ function detail(c) {
     el("td", {}, el("div", { class: "faces-text", text: facesText(s, r.kind) }), thumbs(s)),
     el("td", { class: "shot-score", text: pct(s.score) })));
   card.append(el("table", { class: "shots" }, ...rows));
-  if (r.kind === "video" && r.shots.length > 1)
-    card.append(el("div", { class: "muted", text: "A shot is a stretch of the video between two cuts." }));
   if (c.links && c.links.gallery) {
     // a preview of bounded height; the click opens the gallery full size in a tab
     const open = el("a", { class: "gallery-link", href: c.links.gallery, target: "_blank",

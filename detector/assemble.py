@@ -124,6 +124,22 @@ def gate_reasons(fetched: Fetched, info: MediaInfo, found: Findings, scored: boo
                                s.gate_min_face_frames))
 
 
+def shots_note(kind: str, shots: list[R.Shot], gated: bool) -> str | None:
+    """What a shot is and which one is the most suspicious, for a video of several shots (no
+    number where the reliability gate holds it back)."""
+    if kind != "video" or len(shots) < 2:
+        return None
+    text = f"The video has {len(shots)} shots (a shot runs from one camera cut to the next)"
+    scored = [sh for sh in shots if sh.score is not None]
+    if not scored:
+        return text + "; no face was found in any of them."
+    if gated:
+        return text + f"; faces were found in {len(scored)} of them."
+    top = max(scored, key=lambda sh: sh.score)
+    return (text + f"; the most suspicious is shot {top.index + 1} ({R.fmt_clock(top.start_s)}–"
+            f"{R.fmt_clock(top.end_s)}), at {top.score * 100:.0f}%.")
+
+
 def source_of(fetched: Fetched) -> R.Source:
     """What the asker sent, as the Report names it."""
     return R.Source(input=fetched.input, url=fetched.url, via=fetched.via, title=fetched.title,
@@ -153,4 +169,5 @@ def build_report(fetched: Fetched, info: MediaInfo, found: Findings, ensemble, s
         shots=shots, faces=image_faces, models=models, combination=ensemble.combination,
         timings_s=dict(timings), warnings=warnings_for(info, found, shots, ensemble.skipped), device=device,
         inconclusive_reasons=[R.Warning_(code=r.code, message=r.message) for r in reasons],
-        verdict_note=gate.sentence(reasons) or None), keyframes
+        verdict_note=gate.sentence(reasons) or None,
+        shots_note=shots_note(info.kind, shots, gated=bool(reasons))), keyframes

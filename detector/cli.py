@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import DetectorError
-from .report import Report, fmt_clock
+from .report import SCORE_MEANS, Report, fmt_clock
 from .vocabulary import Stage
 
 
@@ -66,10 +66,14 @@ def summary(report: Report) -> str:
         return "   -  " if x is None else f"{x * 100:5.1f}%"
 
     lines = []
-    score = "no score" if report.score is None else f"{report.score * 100:.1f}% probability of manipulation"
+    score = "no score" if report.score is None else f"{report.score * 100:.1f}% {SCORE_MEANS}"
     lines.append(f"{report.verdict_label.upper()}: {score}")
     if report.verdict_note:
         lines.append(report.verdict_note)
+    elif report.score is not None:
+        lines.append(report.bands_note)
+    if report.shots_note:
+        lines.append(report.shots_note)
     m = report.media
     what = (f"video {m.width}x{m.height}, {m.duration_s:.1f} s at {m.fps:.2f} fps"
             if m.kind == "video" else f"image {m.width}x{m.height}")

@@ -10,14 +10,15 @@ import textwrap
 
 import numpy as np
 
-from .report import Report, fmt_clock, score_colour
+from .report import SCORE_MEANS, Report, fmt_clock, score_colour
 
 
 def fmt_score(score: float | None) -> str:
-    return "no face scored" if score is None else f"{score * 100:.0f}% fake"
+    return "no face scored" if score is None else f"{score * 100:.0f}%"
 
 
 HEADLINE_PT = 20
+FOOTER_PT = 11
 
 
 def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:
@@ -52,18 +53,24 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     gated = bool(report.verdict_note)
     colour = score_colour(None if gated else report.score)
     headline = ("no face scored" if report.score is None else
-                "no reliable score here (the report says why)" if gated else fmt_score(report.score))
+                "no reliable score here (the report says why)" if gated
+                else f"{fmt_score(report.score)} {SCORE_MEANS}")
     # wrapped to the figure's width (about 0.6 em a character), never cut at the edges
     per_line = max(12, int(width * 72 / (HEADLINE_PT * 0.62)))
     headline = textwrap.fill(f"{report.verdict_label}: {headline}", per_line)
     title_in = (headline.count("\n") + 1) * HEADLINE_PT * 1.35 / 72
-    height = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in
+    # what the colours mean, under the panels (not where the gate holds the number back)
+    footer = "" if gated or report.score is None else textwrap.fill(report.bands_note, int(per_line * 1.8))
+    footer_in = (footer.count("\n") + 1) * FOOTER_PT * 1.5 / 72 if footer else 0.0
+    height = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
     fig = plt.figure(figsize=(width, height), dpi=110)
+    if footer:
+        fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
     fig.patch.set_facecolor("white")
     fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     for k, shot in enumerate(shots):
         _shot_panel(fig.add_subplot(rows, cols, k + 1), report, shot, keyframes.get(shot.index), gated)
-    fig.tight_layout(rect=(0, 0, 1, 1 - title_in / height))
+    fig.tight_layout(rect=(0, footer_in / height, 1, 1 - title_in / height))
     return fig
 
 

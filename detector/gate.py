@@ -42,7 +42,8 @@ _IJG_LUMA = np.array([
 @dataclass(frozen=True)
 class Reason:
     code: str
-    message: str
+    message: str  # why, in plain words ("the faces are too small to judge ...")
+    advice: str = ""  # what the asker can do about it
 
 
 def jpeg_quality(path: Path) -> float | None:
@@ -88,28 +89,34 @@ def reasons(*, kind: str, path: Path | None, size_bytes: int, width: int, height
     if face_sides:
         median = float(np.median(face_sides))
         if median < limits.min_face_px:
-            out.append(Reason("faces_too_small", f"the faces are too small (median {median:.0f} px; "
-                              f"the models need at least {limits.min_face_px:.0f} px)"))
+            out.append(Reason("faces_too_small", f"the faces are too small to judge (about {median:.0f} pixels "
+                              f"across; the detectors need {limits.min_face_px:.0f})",
+                              "A larger or sharper copy, in which the faces fill more of the picture, may work."))
     if kind == "video":
         bpp = video_bpp(size_bytes, width, height, fps, duration_s)
         if bpp is not None and bpp < limits.min_video_bpp:
-            out.append(Reason("heavy_compression", f"the video is heavily compressed ({bpp:.3f} bits per "
-                              f"pixel; compression hides the traces the models look for)"))
+            out.append(Reason("heavy_compression", "the video is heavily compressed, and compression wipes out "
+                              "the fine traces the detectors look for",
+                              "Try to find a less compressed copy of the video: the original upload, "
+                              "or a download in a higher quality."))
         if face_frames < limits.min_face_frames:
-            out.append(Reason("too_few_frames", f"only {face_frames} frame(s) with a scored face "
-                              f"(at least {limits.min_face_frames} are needed)"))
+            out.append(Reason("too_few_frames", f"a face is visible in too few frames to judge ({face_frames}; "
+                              f"at least {limits.min_face_frames} are needed)",
+                              "A longer clip, in which the face is visible for longer, may work."))
     elif path is not None:
         q = jpeg_quality(path)
         if q is not None and q < limits.min_jpeg_quality:
             out.append(Reason("heavy_compression", f"the image is heavily compressed (JPEG quality about "
-                              f"{q:.0f}; compression hides the traces the models look for)"))
+                              f"{q:.0f} of 100), and compression wipes out the fine traces the detectors look for",
+                              "Try to find the original image or a higher-quality copy."))
     return out
 
 
 def sentence(rs: list[Reason]) -> str:
-    """'Inconclusive because a, and b.'"""
+    """'Inconclusive because a and b. What to do about a. What to do about b.'"""
     parts = [r.message for r in rs]
     if not parts:
         return ""
     text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"Inconclusive because {text}."
+    advice = " ".join(dict.fromkeys(r.advice for r in rs if r.advice))
+    return f"Inconclusive because {text}." + (f" {advice}" if advice else "")

@@ -164,16 +164,18 @@ class Analyzer(LazyModel):
                          Limits(s.face_min_size, s.max_image_pixels, s.max_video_pixels))
         faces, sampled, thumbs, spans, decoded = self._detect(fetched.path, info, progress, timer)
 
-        progress(Event(Stage.CLUSTERING, "Grouping faces by person",
-                       counts={"shots": len(spans), "faces": len(faces)}))
+        if faces:  # progress names only the stages that run
+            progress(Event(Stage.CLUSTERING, "Grouping faces by person",
+                           counts={"shots": len(spans), "faces": len(faces)}))
         embedding_s = timer.t.setdefault("embeddings", 0.0)
         with timer("clusters"):
             clusters, dropped, embedded = self._cluster(faces, spans, sampled, timer)
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
         kept = [i for cl in clusters.values() for c in cl for i in c]
-        progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", done=0, total=len(kept),
-                       counts={"faces": len(kept)}))
+        if kept:
+            progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", done=0, total=len(kept),
+                           counts={"faces": len(kept)}))
         with timer("scoring"):
             if kept:
                 scored = self.ensemble.score([faces[i].member_crops for i in kept])
@@ -182,7 +184,8 @@ class Analyzer(LazyModel):
                     faces[i].score = float(scored.combined[k])
                     faces[i].member_scores = {n: round(float(v[k]), 4) for n, v in per.items()}
                     faces[i].member_logits = {n: float(v[k]) for n, v in scored.logits.items()}
-        progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
+        if kept:
+            progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
 
         report, keyframes = build_report(
             fetched, info, Findings(spans, faces, clusters, dropped, sampled, thumbs), self.ensemble,

@@ -18,13 +18,22 @@ from pydantic import BaseModel, Field
 # 1.1: reliability gate (inconclusive_reasons), calibrated members
 # 1.2: each member scores its own face crop (models[].crop); the ensemble's rule (combination)
 # 1.3: the default models change: meve-mobilenetv2 4.0.0 under the stacking rule replaces MesoNet
-REPORT_VERSION = "1.3.0"
+# 1.4: plain words for readers: bands_note, shots_note; inconclusive reasons say what to do next
+REPORT_VERSION = "1.4.0"
 
 # Score bands over the ensemble's mean of *calibrated* member probabilities (each member
 # Platt-scaled on a validation split, detector.calibration): under 0.35 the faces are
 # more than 65% likely authentic, from 0.65 more than 65% likely manipulated.
 AUTHENTIC_BELOW = 0.35
 MANIPULATED_FROM = 0.65
+# What the score is, said the same way in every channel (text replies, gallery, popup, page).
+SCORE_MEANS = "probability that the faces were manipulated"
+
+
+def bands_note() -> str:
+    """What the bands mean, for every result that shows a score."""
+    return (f"Below {AUTHENTIC_BELOW:.0%}: likely authentic; {AUTHENTIC_BELOW:.0%} to {MANIPULATED_FROM:.0%}: "
+            f"uncertain; {MANIPULATED_FROM:.0%} and above: likely manipulated.")
 
 
 class Verdict(str, Enum):
@@ -168,6 +177,10 @@ class Report(BaseModel):
     # and ``verdict_note`` says why; ``score`` is kept for experts, not shown as a finding.
     inconclusive_reasons: list[Warning_] = Field(default_factory=list)
     verdict_note: str | None = None
+    # Plain words every renderer shows: what the bands mean; for a video of several shots,
+    # what a shot is and which one is the most suspicious (None: one shot, or an image).
+    bands_note: str = Field(default_factory=bands_note)
+    shots_note: str | None = None
     device: str
 
     def to_json(self, **kw) -> str:

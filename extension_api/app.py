@@ -1,6 +1,7 @@
 """The HTTP API (aiohttp) for the browser extension, the bots and report pages.
 
-  POST /v1/checks                 JSON {"url": ..., "fresh": false} or multipart "file" -> 202
+  POST /v1/checks                 JSON {"url": ..., "fresh": false, "callback_url": ...} or multipart
+                                  ("fresh", "callback_url", then "file") -> 202
   GET  /v1/checks/{id}            status, progress, report
   GET  /v1/checks/{id}/events     server-sent events of the job's progress
   GET  /v1/checks/{id}/gallery.png
@@ -39,6 +40,7 @@ from detector.vocabulary import Problem
 from worker import keys
 from worker.celery_app import make_celery
 from worker.settings import ServiceSettings
+from worker.views import job_view
 
 from .context import (
     ALLOW_HOSTS,
@@ -51,9 +53,11 @@ from .context import (
     STORE,
     STREAM_REDIS,
     STREAMS_OPEN,
+    add_callback,
     as_bool,
     authorise,
     base_url,
+    callback_url_of,
     enqueue,
     job_or_404,
     readable_job,
@@ -62,7 +66,7 @@ from .events import check_events
 from .middleware import QuietAccessLogger, cors_middleware, error_middleware, metrics_middleware
 from .pages import model_card_page, report_page
 from .problems import ApiProblem
-from .store import ApiStore, job_view
+from .store import ApiStore
 from .uploads import create_from_upload
 
 log = logging.getLogger(__name__)
@@ -120,10 +124,11 @@ async def create_check(request: web.Request) -> web.Response:
 async def _create_check(request: web.Request, owner: str) -> web.Response:
     store = request.app[STORE]
     if request.content_type.startswith("multipart/"):
-        job_id, how = await create_from_upload(request, owner)
+        job_id, how, callback = await create_from_upload(request, owner)
     else:
         body = await _json_body(request)
         url = body.get("url") if isinstance(body, dict) else None
+        callback = await callback_url_of(request, body.get("callback_url") if isinstance(body, dict) else None)
         if not isinstance(url, str) or not url.strip():
             raise ApiProblem(400, Problem.BAD_REQUEST, "No link given", 'Send JSON like {"url": "https://..."}.')
         url = url.strip()
@@ -140,6 +145,8 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
             except BaseException:  # the broker refused it: no record may wait in "queued" for days
                 await store.forget(job_id, keys.normalise_url(url))
                 raise
+    if callback:
+        await add_callback(request, job_id, callback, owner)
     rec = await store.get(job_id)
     view = job_view(rec, base_url(request), how)
     status = 200 if how == "cached" else 202

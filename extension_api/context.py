@@ -9,8 +9,11 @@ import re
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from detector.vocabulary import Problem
-from worker.celery_app import FETCH_TASK
+from detector.errors import DetectorError
+from detector.netguard import check_url
+from detector.vocabulary import TERMINAL, Problem
+from worker import callbacks, keys
+from worker.celery_app import DELIVER_TASK, FETCH_TASK
 from worker.settings import ServiceSettings
 
 from .problems import ApiProblem
@@ -91,3 +94,33 @@ async def readable_job(request: web.Request) -> dict[str, str]:
     if not await request.app[STORE].can_read(rec, name):
         raise unknown_check()
     return rec
+
+
+async def callback_url_of(request: web.Request, raw) -> str | None:
+    """A submission's ``callback_url``, vetted now as media links are (public http(s) only);
+    the worker vets it again where it connects (worker.callbacks)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw.strip()) > callbacks.MAX_URL_CHARS:
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The callback_url cannot be used",
+                         f"Send callback_url as an http(s) URL of at most {callbacks.MAX_URL_CHARS} characters.")
+    url = raw.strip()
+    try:  # resolving the host blocks: off the event loop
+        await asyncio.get_running_loop().run_in_executor(None, check_url, url, request.app[ALLOW_HOSTS])
+    except DetectorError as e:
+        raise ApiProblem(400, e.code, "The callback_url cannot be used", f"callback_url: {e.detail}") from e
+    return url
+
+
+async def add_callback(request: web.Request, job_id: str, url: str, owner: str) -> None:
+    """Remember the callback; a check that has already ended (a cached result) is delivered now."""
+    r, s = request.app[REDIS], request.app[SETTINGS]
+    p = r.pipeline()
+    p.hset(keys.callbacks(job_id), *callbacks.new_entry(url, owner))
+    p.expire(keys.callbacks(job_id), s.live_ttl())
+    p.hget(keys.job(job_id), "state")
+    *_, state = await p.execute()
+    if state in TERMINAL:  # also when it ended between its creation and now
+        celery = request.app[CELERY]
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: celery.send_task(DELIVER_TASK, args=[job_id]))

@@ -15,10 +15,10 @@ from aiohttp import web
 
 from detector.vocabulary import Event, Problem
 from worker import keys
+from worker.views import job_view
 
 from .context import REDIS, SETTINGS, STORE, STREAM_REDIS, STREAMS_OPEN, TOKEN_NAME, base_url, readable_job
 from .problems import ApiProblem
-from .store import job_view
 
 log = logging.getLogger(__name__)
 SSE_BLOCK_MS = 5_000  # one XREAD waits at most this long for new events

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from detector.report import VERDICT_COLOURS, ReportVersionError, fmt_clock, read_report, score_colour
+from detector.report import SCORE_MEANS, VERDICT_COLOURS, ReportVersionError, fmt_clock, read_report, score_colour
 from detector.vocabulary import State
 
 # Warnings for the service's operators, not for the reader: shown in small print.
@@ -63,11 +63,15 @@ def report_page(view: dict, model_card_url: str) -> str:
             if origin and origin.startswith("http") else escape(src.title or origin or ""))
     parts = [f"<h1>Deepfake check</h1><p class='muted'>{link} · {escape(what)}</p>",
              f'<div class="verdict" style="background:{colour}"><div class="score">{escape(_pct(r.score))}'
-             f'</div><div>{escape(r.verdict_label)}: probability that the faces were manipulated</div></div>'
+             f'</div><div>{escape(r.verdict_label)}: {SCORE_MEANS}</div></div>'
              if not r.verdict_note else
              f'<div class="verdict" style="background:{colour}"><div class="score">{escape(r.verdict_label)}'
              f'</div><div>{escape(r.verdict_note)} (The models said {escape(_pct(r.score))}; '
              'read it as no evidence either way.)</div></div>']
+    if r.score is not None and not r.verdict_note:
+        parts.append(f'<p class="muted">{escape(r.bands_note)}</p>')
+    if r.shots_note:
+        parts.append(f"<p>{escape(r.shots_note)}</p>")
     if view.get("seen_before"):
         parts.append('<p class="muted">This medium was checked before; this is the stored result.</p>')
     operator_notes = [w for w in r.warnings if w.code in OPERATOR_WARNINGS]

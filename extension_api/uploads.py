@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from detector.vocabulary import Problem
 
-from .context import SETTINGS, STORE, as_bool, enqueue
+from .context import SETTINGS, STORE, as_bool, callback_url_of, enqueue
 from .problems import ApiProblem
 
 BIDI_AND_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -59,7 +59,9 @@ async def _next_part(reader):
                          f'Send a multipart form with the medium in a field "file" ({type(e).__name__}).') from e
 
 
-async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str]:
+async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str, str | None]:
+    """The job of an uploaded file: (job id, "new", its callback URL). Fields before the file
+    are read ("fresh", "callback_url"); the file is streamed to disk."""
     s = request.app[SETTINGS]
     try:
         reader = await request.multipart()
@@ -67,13 +69,16 @@ async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str
         raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
                          "A multipart upload needs a boundary in its Content-Type; send a form with a field "
                          "\"file\".") from e
-    fresh = False
+    fresh, callback = False, None
     while True:
         part = await _next_part(reader)
         if part is None:
             raise ApiProblem(400, Problem.BAD_REQUEST, "No file in the upload", 'Send the medium in a form field "file".')
         if part.name == "fresh":
             fresh = as_bool(await part.text())
+            continue
+        if part.name == "callback_url":
+            callback = await callback_url_of(request, await part.text())
             continue
         if part.name == "file":
             break
@@ -110,4 +115,4 @@ async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str
         await loop.run_in_executor(None, lambda: shutil.rmtree(s.work_dir(job_id), ignore_errors=True))
         await store.forget(job_id)
         raise
-    return job_id, "new"
+    return job_id, "new", callback

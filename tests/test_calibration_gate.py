@@ -59,7 +59,11 @@ def test_reasons_combine_into_one_sentence():
     rs = gate.reasons(**{**GOOD_VIDEO, "face_sides": [30.0], "face_frames": 1})
     assert [r.code for r in rs] == ["faces_too_small", "too_few_frames"]
     s = gate.sentence(rs)
-    assert " and only 1 frame(s)" in s and s.endswith(".")
+    assert " and a face is visible in too few frames to judge (1; " in s and s.endswith(".")
+    # then what to do about each, in plain words
+    assert s.endswith("fill more of the picture, may work. A longer clip, in which the face is visible for longer, "
+                      "may work.")
+    assert "bits per pixel" not in gate.sentence(gate.reasons(**{**GOOD_VIDEO, "size_bytes": 60_000}))
 
 
 @pytest.mark.parametrize("quality", [15, 35, 75, 95])

@@ -80,7 +80,8 @@ def wait_until(page, js: str, arg=None, timeout: float = 240.0):
 
 
 def sw_of(ctx):
-    return ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
+    # the newest: a worker Chromium stopped can linger in the list until its close event
+    return ctx.service_workers[-1] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=30000)
 
 
 def click_menu(ctx, info, tab=PAGE_TAB) -> str:
@@ -418,7 +419,10 @@ def test_a_submission_interrupted_by_a_stopped_service_worker_ends_with_one_chec
         time.sleep(1)
         checks = helper.evaluate("() => chrome.storage.local.get('checks').then(({checks}) => checks)")
         mine = [c for c in checks if c.get("resubmit") == info["srcUrl"]]
-        assert len(mine) == 1 and mine[0]["state"] == "submitting" and not mine[0].get("jobId")
+        # the answer was lost: still submitting, unless Chromium woke the worker at once and it
+        # has resubmitted already (a second POST, which the checks below hold to the first key)
+        assert len(mine) == 1 and (mine[0]["state"] == "submitting" and not mine[0].get("jobId")
+                                   or seen["posts"] >= 2)
         page = result_view(ctx, ext_id, mine[0]["localId"])  # wakes the worker, which resubmits
         page.wait_for_selector(".card[data-state=done]", timeout=240000)
         assert page.text_content(".verdict")

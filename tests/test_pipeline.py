@@ -47,6 +47,7 @@ def test_multishot_video_of_three_people(analyzer, tmp_path):
     assert r.verdict is Verdict.inconclusive and r.score is not None
     assert [w.code for w in r.inconclusive_reasons] == ["faces_too_small"]
     assert r.verdict_note.startswith("Inconclusive because the faces are too small")
+    assert r.verdict_note.endswith("A larger or sharper copy, in which the faces fill more of the picture, may work.")
     assert {m.name for m in r.models} == {"meso4-df", "meso4-f2f", "mesoinception4-df", "mesoinception4-f2f"}
     assert not any(w.code == "members_not_scored" for w in r.warnings)  # every member named was scored
     stages = [e.stage for e in events]
@@ -101,7 +102,9 @@ def assert_inconclusive_shows_no_number(r, path):
     view = {"state": "done", "report": json.loads(r.to_json()), "links": {}}
     reply = reply_from_view(view)
     assert reply.headline.startswith("⚪ Inconclusive because")
-    assert reply.shots and not any("%" in line for line in [reply.headline, *reply.shots])
+    assert reply.shots and not any("%" in line for line in [reply.headline, *reply.shots, *reply.notes])
+    # no band sentence where no number is shown; the shots explained, without a number
+    assert reply.notes == [r.shots_note] and r.shots_note.startswith(f"The video has {len(r.shots)} shots")
     texts = _figure_texts(r, _keyframes(r, path))
     assert texts and not any("%" in t for t, _ in texts), texts
     assert all(inside for _, inside in texts), texts
@@ -135,9 +138,12 @@ def test_a_member_without_weights_is_named_in_the_report_not_scored(mesonet_stor
 def test_no_face_gives_no_score(analyzer, tmp_path):
     landscape = (np.linspace(0, 255, 480 * 640 * 3) % 255).astype(np.uint8).reshape(480, 640, 3)
     Image.fromarray(landscape).save(tmp_path / "landscape.png")
-    a = run(str(tmp_path / "landscape.png"), analyzer)
+    stages = []
+    a = run(str(tmp_path / "landscape.png"), analyzer, progress=lambda ev: stages.append(ev.stage))
     r = a.report
     assert r.status == "no_faces" and r.score is None and r.verdict is Verdict.inconclusive
+    # progress names only the stages that ran: no grouping or scoring of faces that are not there
+    assert "detecting_faces" in stages and "clustering" not in stages and "scoring" not in stages
     assert r.warnings[0].code == "no_faces" and "no score" in r.warnings[0].message
     assert a.gallery_png[:8] == PNG_MAGIC
 
@@ -186,7 +192,7 @@ def test_cli_json_and_gallery_on_a_devset_clip(mesonet_store, tmp_path):
 def test_cli_summary_and_user_errors(mesonet_store, tmp_path):
     out = _cli(str(shared("media", "unlabeled", "obama.jpg")), env_weights=mesonet_store.root, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "probability of manipulation" in out.stdout and "meso4-df" in out.stdout
+    assert "probability that the faces were manipulated" in out.stdout and "meso4-df" in out.stdout
     missing = _cli(str(tmp_path / "nope.mp4"), env_weights=mesonet_store.root, cwd=tmp_path)
     assert missing.returncode == 2 and "no file" in missing.stderr.lower()
     private = _cli("http://192.168.0.10/x.mp4", env_weights=mesonet_store.root, cwd=tmp_path)

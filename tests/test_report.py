@@ -78,3 +78,32 @@ def test_report_schema_needs_no_torch():
     code = "import sys, detector.report, detector.errors, detector.settings; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _shot(i, score):
+    from detector.report import Shot
+
+    return Shot.model_construct(index=i, start_s=2.0 * i, end_s=2.0 * i + 2.0, score=score)
+
+
+def test_the_shots_note_explains_shots_and_names_the_most_suspicious():
+    from detector.assemble import shots_note
+
+    shots = [_shot(0, 0.2), _shot(1, None), _shot(2, 0.81), _shot(3, 0.5)]
+    note = shots_note("video", shots, gated=False)
+    assert note == ("The video has 4 shots (a shot runs from one camera cut to the next); "
+                    "the most suspicious is shot 3 (0:04.0–0:06.0), at 81%.")
+    assert "%" not in shots_note("video", shots, gated=True) and "found in 3 of them" in shots_note(
+        "video", shots, gated=True)
+    assert shots_note("video", shots[:1], gated=False) is None  # one shot: the headline says it
+    assert shots_note("image", shots[:1], gated=False) is None
+    assert shots_note("video", [_shot(0, None), _shot(1, None)], gated=False).endswith("no face was found in any of them.")
+
+
+def test_the_bands_note_follows_the_bands():
+    from detector.report import AUTHENTIC_BELOW, MANIPULATED_FROM, bands_note, verdict_for
+
+    note = bands_note()
+    assert note.startswith(f"Below {AUTHENTIC_BELOW * 100:.0f}%: likely authentic")
+    assert f"{MANIPULATED_FROM * 100:.0f}% and above: likely manipulated" in note
+    assert verdict_for(MANIPULATED_FROM).value == "likely_manipulated" and verdict_for(AUTHENTIC_BELOW).value == "uncertain"

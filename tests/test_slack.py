@@ -87,8 +87,10 @@ async def test_slash_command_acks_posts_and_answers_in_the_thread(slack, loopbac
     assert "probability" in final["text"]
     kinds = [b["type"] for b in final["blocks"]]
     assert kinds[0] == "section" and "actions" in kinds
-    fields = next(b for b in final["blocks"] if "fields" in b)["fields"]
-    assert fields[0]["text"].startswith("Shot 1 (0:00.0–0:10.0): ")
+    # one shot: no per-shot line repeating the headline; what the bands mean, said once
+    assert not any("fields" in b for b in final["blocks"])
+    notes = [e["text"] for b in final["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert any(n.startswith("Below 35%: likely authentic") for n in notes)
     button = next(b for b in final["blocks"] if b["type"] == "actions")["elements"][0]
     assert button["text"]["text"] == "Full report" and "/r/" in button["url"]
     complete = fake.calls_of("files.completeUploadExternal")[-1]

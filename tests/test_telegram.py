@@ -55,7 +55,8 @@ async def test_private_link_gets_status_edits_result_and_gallery(tg, loopback):
     assert any("Scoring" in t for t in edits)
     final = tg.calls_of("editMessageText")[-1]
     assert final["parse_mode"] == "HTML" and "% probability" in final["text"]
-    assert "Shot 1 (0:00.0–0:12.1)" in final["text"] and "Full report</a>" in final["text"]
+    assert "Full report</a>" in final["text"] and "Below 35%: likely authentic" in final["text"]
+    assert "Shot 1" not in final["text"]  # one shot: the headline says it all
     assert photo["reply_parameters"]["message_id"] == msg["message_id"]
     assert photo["photo"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
     buttons = photo["reply_markup"]["inline_keyboard"][0]
@@ -169,7 +170,9 @@ async def test_no_face_and_too_long_get_their_sentences(tg, tmp_path):
     await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == msg["message_id"])
     edit = await tg.wait_for(lambda m, p: m == "editMessageText" and "face" in p["text"] and "%" not in p["text"]
                              and p.get("parse_mode") == "HTML")
-    assert html.escape(NO_FACE) in edit["text"] and "Image: no face" in edit["text"]
+    assert html.escape(NO_FACE) in edit["text"] and "Image:" not in edit["text"] and "Below 35%" not in edit["text"]
+    edits = [p["text"] for p in tg.calls_of("editMessageText")]
+    assert not any(t.startswith(("Scoring", "Grouping")) for t in edits)  # stages that did not run
     long_clip = make_multishot_video([shipped_photo()], tmp_path / "long.mp4", seconds_per_shot=40, fps=5,
                                      size=(160, 120)).read_bytes()  # over the test service's 30 s limit
     tg.files["long"] = long_clip

@@ -98,3 +98,15 @@ def test_an_event_reads_back_as_it_was_written():
     assert Event.from_json({**failed.to_json(), "code": "brand-new"}).code is Problem.DETECTOR_ERROR
     assert as_problem(None) is None and problem_code({"type": "x/problems/too-long"}) == "too-long"
     assert TERMINAL == {State.DONE, State.FAILED} and "done" in TERMINAL
+
+
+def test_the_score_is_named_the_same_way_in_every_channel():
+    """'probability that the faces were manipulated': the bots, the gallery and the report page
+    use detector.report.SCORE_MEANS; the extension's popup spells it in JS, checked here."""
+    from detector.report import SCORE_MEANS
+
+    popup = (ROOT / "browser_extension" / "popup.js").read_text()
+    assert "probability that the faces were manipulated" == SCORE_MEANS and SCORE_MEANS in popup
+    for path in ("bots/core.py", "detector/gallery.py", "extension_api/pages.py"):
+        src = (ROOT / path).read_text()
+        assert "SCORE_MEANS" in src and "% fake" not in src, path

@@ -15,6 +15,7 @@ from .settings import ServiceSettings
 
 FETCH_TASK = "worker.tasks.fetch_job"
 ANALYZE_TASK = "worker.tasks.analyze_job"
+DELIVER_TASK = "worker.tasks.deliver_callbacks"  # network I/O: on the fetch queue
 QUEUES = ("fetch", "analyze")
 
 
@@ -46,7 +47,8 @@ def make_celery(settings: ServiceSettings | None = None) -> Celery:
         # Each pool process loads the models after fork (worker_process_init) before it reports
         # "up"; Celery's default 4 s wait kills it when a busy host or a GPU makes that slower.
         worker_proc_alive_timeout=180,
-        task_routes={FETCH_TASK: {"queue": "fetch"}, ANALYZE_TASK: {"queue": "analyze"}},
+        task_routes={FETCH_TASK: {"queue": "fetch"}, ANALYZE_TASK: {"queue": "analyze"},
+                     DELIVER_TASK: {"queue": "fetch"}},
         task_default_queue="fetch",
         # A late-acked message whose worker vanished (the whole worker killed, the host lost) is
         # delivered again once it has been unacked this long: a little over the longest a task

@@ -111,6 +111,7 @@ class JobStore:
         self.event(job_id, Stage.DONE, report.verdict_label, State.DONE,
                    score=report.score, verdict=report.verdict.value)
         self.r.hincrby(keys.STATS, "jobs_done", 1)
+        self.callbacks_due(job_id)
 
     def fail(self, job_id: str, problem: dict) -> None:
         if self.ended(job_id):
@@ -121,6 +122,14 @@ class JobStore:
                    code=as_problem(problem.get("code")))
         self.r.hincrby(keys.STATS, "jobs_failed", 1)
         self.r.hincrby(keys.STATS, f"jobs_failed:{problem.get('code', 'error')}", 1)
+        self.callbacks_due(job_id)
+
+    def callbacks_due(self, job_id: str) -> None:
+        """The check ended: queue the delivery of its callbacks, if it has any (worker.callbacks)."""
+        if self.r.exists(keys.callbacks(job_id)):
+            from .celery_app import DELIVER_TASK, app
+
+            app.send_task(DELIVER_TASK, args=[job_id])
 
     def claim_content(self, job_id: str, sha256: str) -> str | None:
         """Record that this job analyses content ``sha256``; return an earlier job's id

@@ -8,6 +8,7 @@
   df:tokens          hash: sha256(token) -> name;  df:token:{name} -> sha256(token)
   df:rl:{name}:{kind}:{minute}   counter for rate limits
   df:stats           hash: counters for /metrics
+  df:callbacks:{id} hash: delivery id -> {"url", "owner", "attempts"}: callbacks still to deliver
   df:live            sorted set: queued or running job id -> time of its last sign of life (progress, heartbeat)
 """
 
@@ -28,6 +29,10 @@ def events(job_id: str) -> str:
 
 def readers(job_id: str) -> str:
     return f"df:readers:{job_id}"
+
+
+def callbacks(job_id: str) -> str:
+    return f"df:callbacks:{job_id}"
 
 
 def url_key(normalised: str) -> str:

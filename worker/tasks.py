@@ -21,10 +21,11 @@ from celery.signals import worker_process_init, worker_ready
 from detector.assemble import source_of
 from detector.errors import AnalysisTimeout, DetectorError, DownloadTimeout, InternalError, WorkerCrashed
 from detector.fetch import Fetched, fetch
+from detector.settings import DetectorSettings
 from detector.vocabulary import TERMINAL, Stage
 
-from . import keys
-from .celery_app import ANALYZE_TASK, FETCH_TASK, app
+from . import callbacks, keys
+from .celery_app import ANALYZE_TASK, DELIVER_TASK, FETCH_TASK, app
 from .jobstore import JobStore
 from .settings import ServiceSettings
 
@@ -204,3 +205,15 @@ def analyze_job(self, job_id: str, fetched: dict) -> dict:
         raise
     finally:
         _cleanup(job_id)
+
+
+@app.task(bind=True, name=DELIVER_TASK, soft_time_limit=120, time_limit=150, max_retries=len(callbacks.BACKOFF_S))
+def deliver_callbacks(self, job_id: str) -> dict:
+    """POST the ended check's view to its callbacks (worker.callbacks); undelivered ones are
+    tried again with backoff, each at most 1 + len(BACKOFF_S) times."""
+    try:
+        n = callbacks.deliver(store().r, SETTINGS, job_id, DetectorSettings().allow_private_hosts)
+    except callbacks.Retryable:
+        raise self.retry(countdown=callbacks.BACKOFF_S[min(self.request.retries, len(callbacks.BACKOFF_S) - 1)]) \
+            from None
+    return {"job": job_id, "delivered": n}
