@@ -98,6 +98,14 @@ export async function saveSettings(settings) {
 // How far a check has come, 0..1, from its stage and the stage's done/total.
 const STAGE_ORDER = ["submitting", "queued", "downloading", "probing", "segmenting", "detecting_faces",
                      "clustering", "scoring", "rendering"];
+// A check's stored stage only moves forward: the analysis queue after the download is not
+// shown as "Waiting in the queue…" again (a terminal state always comes through).
+export function forwardOnly(prev, next) {
+  if (!prev || !next.stage || ["done", "failed"].includes(next.state)) return next;
+  const was = STAGE_ORDER.indexOf(prev.stage), now = STAGE_ORDER.indexOf(next.stage);
+  return was > now && now >= 0 ? { ...next, stage: prev.stage, progress: prev.progress } : next;
+}
+
 export function progressFraction(c) {
   const i = Math.max(0, STAGE_ORDER.indexOf(c.stage));
   const p = c.progress || {};

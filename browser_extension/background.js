@@ -1,7 +1,7 @@
 // The service worker: context menu -> submit -> follow by polling -> storage -> views.
 // Everything a check needs is kept in chrome.storage.local, so when the browser stops
 // this worker mid-check, the next start (an alarm, the popup, any event) resumes it.
-import { ApiError, HISTORY_MAX, MENU_ID, getCheck, getSettings, messageFor, pct, submitFile, submitUrl,
+import { ApiError, HISTORY_MAX, forwardOnly, MENU_ID, getCheck, getSettings, messageFor, pct, submitFile, submitUrl,
          summarise } from "./api.js";
 
 const POLL_MS = 1500;
@@ -44,7 +44,7 @@ function updateCheck(localId, patch) {
   writing = writing.then(async () => {
     const checks = await loadChecks();
     const i = checks.findIndex(c => c.localId === localId);
-    if (i >= 0) checks[i] = { ...checks[i], ...patch, updated: Date.now() };
+    if (i >= 0) checks[i] = { ...checks[i], ...forwardOnly(checks[i], patch), updated: Date.now() };
     else checks.unshift({ localId, ...patch, created: Date.now(), updated: Date.now() });
     await chrome.storage.local.set({ checks: checks.slice(0, HISTORY_MAX) });
     return checks[i >= 0 ? i : 0];

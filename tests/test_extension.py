@@ -620,3 +620,18 @@ def test_the_popup_bands_are_the_reports():
 
     api = (EXT / "api.js").read_text()
     assert f"score < {AUTHENTIC_BELOW} ?" in api and f"score >= {MANIPULATED_FROM} ?" in api
+
+
+def test_a_stored_stage_only_moves_forward(browser):
+    """The analysis queue after the download reads as still downloading, not as going back to
+    the start; a terminal state always comes through (api.js forwardOnly, used on every update)."""
+    ctx, ext_id = browser
+    page = ctx.new_page()
+    page.goto(f"chrome-extension://{ext_id}/options.html")
+    got = page.evaluate("""() => import('./api.js').then(m => [
+        m.forwardOnly({stage: 'downloading'}, {stage: 'queued', state: 'queued'}).stage,
+        m.forwardOnly({stage: 'downloading'}, {stage: 'probing', state: 'running'}).stage,
+        m.forwardOnly({stage: 'scoring'}, {stage: 'done', state: 'done'}).stage,
+        m.forwardOnly(undefined, {stage: 'queued', state: 'queued'}).stage])""")
+    assert got == ["downloading", "probing", "done", "queued"]
+    page.close()
