@@ -91,6 +91,7 @@ FRIENDLY = {
     Problem.REQUEST_TIMEOUT: "The checking service timed out while I was sending the check; please try again.",
     Problem.UNKNOWN_CHECK: "The checking service no longer knows this check (it may have expired); please send it again.",
     Problem.NO_GALLERY: "The check has no gallery image yet.",
+    Problem.CHECK_RUNNING: "The check is still running; it can be deleted once it has ended.",
     Problem.SUBMISSION_IN_PROGRESS: "This check is still being handed to the service; I'll follow it once it is.",
     Problem.TOO_MANY_STREAMS: "The checking service is following too many checks right now; please try again in a minute.",
     Problem.SERVICE_UNAVAILABLE: "The checking service is not available right now. Please try again later.",
@@ -207,8 +208,9 @@ class ServiceError(Exception):
 class ServiceClient:
     """The bots' client of the API (`/v1/checks`), one aiohttp session per bot."""
 
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0):
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0, retain: bool = True):
         self.base = base_url.rstrip("/")
+        self.retain = retain  # False: zero retention (submitted so, deleted once answered)
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -238,12 +240,22 @@ class ServiceClient:
             raise ServiceError({"code": Problem.SERVICE_DOWN, "detail": str(e) or type(e).__name__}) from e
 
     async def submit_url(self, url: str) -> dict:
-        return await self._request("POST", "/v1/checks", json={"url": url})
+        return await self._request("POST", "/v1/checks", json={"url": url, "retain": self.retain})
 
     async def submit_file(self, data: bytes, filename: str) -> dict:
         form = aiohttp.FormData()
+        form.add_field("retain", "true" if self.retain else "false")
         form.add_field("file", data, filename=filename, content_type="application/octet-stream")
         return await self._request("POST", "/v1/checks", data=form)
+
+    async def delete(self, job_id: str) -> None:
+        """Erase an ended check on the service (zero retention, once its reply is shown)."""
+        try:
+            async with self.session.delete(f"{self.base}/v1/checks/{job_id}") as r:
+                if r.status >= 400:
+                    raise ServiceError(await r.json(content_type=None))
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise ServiceError({"code": Problem.SERVICE_DOWN, "detail": str(e) or type(e).__name__}) from e
 
     async def model_card(self) -> dict:
         """The service's model card (the API builds it from the worker's measurements)."""
@@ -381,11 +393,15 @@ class CheckBot:
         try:
             view = await self.client.follow(await submit(), lambda ev: conv.status(stage_text(ev)), conv.working)
             reply = reply_from_view(view)
+            if not self.client.retain:  # the report page is erased with the check
+                reply.report_url = None
             await conv.result(reply)
             if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
                 png = await self.client.gallery(reply.gallery_url)
                 if png:
                     await conv.gallery(reply, png)
+            if not self.client.retain:
+                await self._erase(view["id"])
         except ServiceError as e:
             await conv.status(friendly(e.problem))
         except CheckRefused as e:
@@ -393,6 +409,13 @@ class CheckBot:
         except Exception as e:
             await conv.status(SOMETHING_WRONG)
             raise UserTold() from e
+
+
+    async def _erase(self, job_id: str) -> None:
+        try:
+            await self.client.delete(job_id)
+        except ServiceError as e:  # it expires after the service's delivery grace anyway
+            log.warning("check %s not erased: %s", job_id, e)
 
 
 class CheckRefused(Exception):

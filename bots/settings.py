@@ -18,6 +18,9 @@ class BotSettings(BaseSettings):
     api_token: str = Field("", validation_alias=_env("DEEPFAKE_API_TOKEN"))
     user_rate_limit: int = Field(5, validation_alias=_env("DEEPFAKE_BOT_USER_RATE_LIMIT"))
     user_rate_window_s: float = Field(600.0, validation_alias=_env("DEEPFAKE_BOT_USER_RATE_WINDOW_S"))
+    # Zero retention: each check is submitted with "retain": false and deleted on the service
+    # as soon as its reply is shown (the reply then has no "Full report" link).
+    zero_retention: bool = Field(False, validation_alias=_env("DEEPFAKE_BOT_ZERO_RETENTION"))
 
     # Telegram
     telegram_bot_token: str = Field("", validation_alias=_env("TELEGRAM_BOT_TOKEN"))

@@ -272,7 +272,7 @@ def web_app(app: AsyncApp) -> web.Application:
 
 def main() -> None:
     s = startup("slack")
-    app, bot = build_app(s, ServiceClient(s.api_url, s.api_token))
+    app, bot = build_app(s, ServiceClient(s.api_url, s.api_token, retain=not s.zero_retention))
 
     async def close_clients(_app=None) -> None:  # no "Unclosed client session" at exit
         await bot.client.close()

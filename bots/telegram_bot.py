@@ -196,8 +196,8 @@ class TelegramConversation(Conversation):
 
     async def gallery(self, reply: Reply, png: bytes) -> None:
         await self.bot.send_chat_action(self.target.chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=self.thread)
-        buttons = [InlineKeyboardButton("Full report", url=reply.report_url),
-                   InlineKeyboardButton("Model card", url=self.model_card_url)]
+        buttons = ([InlineKeyboardButton("Full report", url=reply.report_url)] if reply.report_url else []) + \
+            [InlineKeyboardButton("Model card", url=self.model_card_url)]
         await self.bot.send_photo(
             self.target.chat_id, photo=png, caption=reply.headline[:1000],
             reply_parameters=ReplyParameters(message_id=self.target.message_id, allow_sending_without_reply=True),
@@ -246,7 +246,7 @@ def build_application(settings: BotSettings, client: ServiceClient) -> tuple[App
 
 def main() -> None:
     s = startup("telegram")
-    app, _ = build_application(s, ServiceClient(s.api_url, s.api_token))
+    app, _ = build_application(s, ServiceClient(s.api_url, s.api_token, retain=not s.zero_retention))
     if s.telegram_webhook_url:
         app.run_webhook(listen=s.telegram_listen, port=s.telegram_port, url_path="telegram",
                         secret_token=s.telegram_webhook_secret or None,

@@ -42,6 +42,7 @@ export const MESSAGES = {
   "request-timeout": "The service timed out while the check was being sent; try again.",
   "unknown-check": "The service no longer knows this check (it may have expired); check the medium again.",
   "no-gallery": "This check has no gallery image yet.",
+  "check-running": "The check is still running; it can be deleted once it has ended.",
   "submission-in-progress": "The check is still being handed to the service; it continues by itself.",
   "no-face": "No face was found, so there is no score. That says nothing about whether it is authentic.",
   // bytes of a blob: video that the extension could not read from the page

@@ -93,6 +93,7 @@ class Problem(StrEnum):
     UNKNOWN_CHECK = "unknown-check"
     NO_GALLERY = "no-gallery"
     SUBMISSION_IN_PROGRESS = "submission-in-progress"
+    CHECK_RUNNING = "check-running"
     RATE_LIMITED = "rate-limited"
     TOO_MANY_STREAMS = "too-many-streams"
     SERVICE_UNAVAILABLE = "service-unavailable"

@@ -1,8 +1,9 @@
 """The HTTP API (aiohttp) for the browser extension, the bots and report pages.
 
-  POST /v1/checks                 JSON {"url": ..., "fresh": false, "callback_url": ...} or multipart
-                                  ("fresh", "callback_url", then "file") -> 202
+  POST /v1/checks                 JSON {"url": ..., "fresh": false, "retain": true, "callback_url": ...}
+                                  or multipart ("fresh", "retain", "callback_url", then "file") -> 202
   GET  /v1/checks/{id}            status, progress, report
+  DELETE /v1/checks/{id}          erase an ended check (its submitter only)
   GET  /v1/checks/{id}/events     server-sent events of the job's progress
   GET  /v1/checks/{id}/gallery.png
   GET  /v1/model-card             JSON, or HTML for browsers
@@ -36,7 +37,7 @@ from redis.backoff import ExponentialBackoff
 from detector.modelcard import model_card
 from detector.netguard import check_url
 from detector.settings import DetectorSettings
-from detector.vocabulary import Problem
+from detector.vocabulary import TERMINAL, Problem
 from worker import keys
 from worker.celery_app import make_celery
 from worker.settings import ServiceSettings
@@ -53,6 +54,7 @@ from .context import (
     STORE,
     STREAM_REDIS,
     STREAMS_OPEN,
+    TOKEN_NAME,
     add_callback,
     as_bool,
     authorise,
@@ -138,6 +140,7 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
         await asyncio.get_running_loop().run_in_executor(None, check_url, url,
                                                          request.app[ALLOW_HOSTS])
         job_id, how = await store.create(input=url, owner=owner, fresh=as_bool(body.get("fresh")),
+                                         retain=as_bool(body.get("retain", True)),
                                          normalised=keys.normalise_url(url))
         if how == "new":
             try:
@@ -162,6 +165,22 @@ async def token_info(request: web.Request) -> web.Response:
 async def get_check(request: web.Request) -> web.Response:
     rec = await readable_job(request)
     return web.json_response(job_view(rec, base_url(request)))
+
+
+async def delete_check(request: web.Request) -> web.Response:
+    """Erase an ended check now: its record, events, report and gallery, and the link's and
+    the content's pointers to it. Only the token that submitted it may; to other tokens it
+    is as unknown as on GET."""
+    rec = await readable_job(request)
+    if rec.get("owner") != request[TOKEN_NAME]:
+        raise ApiProblem(403, Problem.FORBIDDEN, "Only the submitter can delete a check",
+                         "This token read the check as a cached or shared result; the token that "
+                         "submitted it may delete it.")
+    if rec.get("state") not in TERMINAL:
+        raise ApiProblem(409, Problem.CHECK_RUNNING, "The check is still running",
+                         "Delete it once it has ended (its events end with done or failed).", headers={"Retry-After": "5"})
+    await request.app[STORE].erase(rec)
+    return web.Response(status=204)
 
 
 async def gallery(request: web.Request) -> web.StreamResponse:
@@ -264,6 +283,7 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
     app.add_routes([
         web.post("/v1/checks", create_check),
         web.get("/v1/checks/{id}", get_check),
+        web.delete("/v1/checks/{id}", delete_check),
         web.get("/v1/token", token_info),
         web.get("/v1/checks/{id}/events", check_events),  # extension_api/events.py
         web.get("/v1/checks/{id}/gallery.png", gallery),

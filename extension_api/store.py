@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import shutil
 import time
 import uuid
 
@@ -68,10 +69,12 @@ class ApiStore:
         return await self.r.hgetall(keys.job(job_id))
 
     async def create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
-                     upload: bool = False) -> tuple[str, str]:
-        """A new job, or the one already answering this URL; the token that asked may read it."""
-        job_id, how = await self._create(input=input, owner=owner, fresh=fresh, normalised=normalised,
-                                         upload=upload)
+                     upload: bool = False, retain: bool = True) -> tuple[str, str]:
+        """A new job, or the one already answering this URL; the token that asked may read it.
+        ``retain=False``: zero retention, so neither a cached result nor another request's
+        check is used, and nothing points at this one (it is deleted once its reply is out)."""
+        job_id, how = await self._create(input=input, owner=owner, fresh=fresh,
+                                         normalised=normalised if retain else None, upload=upload, retain=retain)
         p = self.r.pipeline()
         p.sadd(keys.readers(job_id), owner)
         p.expire(keys.readers(job_id), self.s.live_ttl() if how != "cached" else self.s.done_ttl())
@@ -84,7 +87,7 @@ class ApiStore:
         return rec.get("owner") == name or bool(await self.r.sismember(keys.readers(rec["id"]), name))
 
     async def _create(self, *, input: str, owner: str, fresh: bool, normalised: str | None = None,
-                      upload: bool = False) -> tuple[str, str]:
+                      upload: bool = False, retain: bool = True) -> tuple[str, str]:
         """A new job, or the one already answering this URL. Returns (job id, how):
         how is 'new', 'cached' (done before), or 'shared' (in progress for someone else).
 
@@ -108,7 +111,7 @@ class ApiStore:
         now = str(queued.ts)
         record = {"id": job_id, "state": str(queued.state), "stage": str(queued.stage), "message": queued.message,
                   "input": input, "normalised_url": normalised or "", "owner": owner, "fresh": int(fresh),
-                  "upload": int(upload), "created_at": now, "updated_at": now}
+                  "upload": int(upload), "retain": int(retain), "created_at": now, "updated_at": now}
         # The record exists before the URL points at it, so a concurrent identical request
         # that finds the URL's job always sees it queued (and shares it).
         p = self.r.pipeline()
@@ -128,7 +131,7 @@ class ApiStore:
                 if winner:
                     return winner, "shared"
                 return await self._create(input=input, owner=owner, fresh=fresh, normalised=normalised,
-                                          upload=upload)
+                                          upload=upload, retain=retain)
         await self.r.hincrby(keys.STATS, "jobs_submitted", 1)
         return job_id, "new"
 
@@ -184,6 +187,20 @@ class ApiStore:
         await self.r.zrem(keys.LIVE, job_id)
         if normalised:  # only if it still points here (another request may have replaced it)
             await self.r.eval(keys.DELETE_IF_EQUAL, 1, keys.url_key(normalised), job_id)
+
+    async def erase(self, rec: dict[str, str]) -> None:
+        """Delete an ended check: its keys, the link's and the content's pointers to it, its
+        report and gallery (worker.jobstore.JobStore.erase does the same in the workers)."""
+        jid = rec["id"]
+        await self.r.delete(*keys.of_job(jid))
+        await self.r.zrem(keys.LIVE, jid)
+        if rec.get("normalised_url"):
+            await self.r.eval(keys.DELETE_IF_EQUAL, 1, keys.url_key(rec["normalised_url"]), jid)
+        if rec.get("sha256"):
+            await self.r.eval(keys.DELETE_IF_EQUAL, 1, keys.sha_key(rec["sha256"]), jid)
+        folders = (self.s.results_dir(jid), self.s.work_dir(jid))
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [shutil.rmtree(d, ignore_errors=True) for d in folders])
 
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}

@@ -61,7 +61,7 @@ async def _next_part(reader):
 
 async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str, str | None]:
     """The job of an uploaded file: (job id, "new", its callback URL). Fields before the file
-    are read ("fresh", "callback_url"); the file is streamed to disk."""
+    are read ("fresh", "retain", "callback_url"); the file is streamed to disk."""
     s = request.app[SETTINGS]
     try:
         reader = await request.multipart()
@@ -69,13 +69,16 @@ async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str
         raise ApiProblem(400, Problem.BAD_REQUEST, "The upload is malformed",
                          "A multipart upload needs a boundary in its Content-Type; send a form with a field "
                          "\"file\".") from e
-    fresh, callback = False, None
+    fresh, callback, retain = False, None, True
     while True:
         part = await _next_part(reader)
         if part is None:
             raise ApiProblem(400, Problem.BAD_REQUEST, "No file in the upload", 'Send the medium in a form field "file".')
         if part.name == "fresh":
             fresh = as_bool(await part.text())
+            continue
+        if part.name == "retain":
+            retain = as_bool(await part.text())
             continue
         if part.name == "callback_url":
             callback = await callback_url_of(request, await part.text())
@@ -84,7 +87,7 @@ async def create_from_upload(request: web.Request, owner: str) -> tuple[str, str
             break
     name = display_name(part.filename)
     store = request.app[STORE]
-    job_id, _ = await store.create(input=name, owner=owner, fresh=fresh, upload=True)
+    job_id, _ = await store.create(input=name, owner=owner, fresh=fresh, upload=True, retain=retain)
     folder = s.work_dir(job_id) / "upload"
     path = folder / stored_name(name)
     loop = asyncio.get_running_loop()

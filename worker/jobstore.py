@@ -55,7 +55,8 @@ class JobStore:
             return
         ev = Event(Stage(stage), message, state=State(state), ts=now(), done=done, total=total, counts=counts or {},
                    score=score, verdict=verdict, code=code)
-        ttl = self.settings.done_ttl() if ev.terminal else self.settings.live_ttl()
+        ttl = (self.settings.done_ttl(self.r.hget(keys.job(job_id), "retain") != "0") if ev.terminal
+               else self.settings.live_ttl())
         fields = ev.to_fields()
         p = self.r.pipeline()
         p.xadd(keys.events(job_id), fields, maxlen=EVENTS_MAXLEN, approximate=True)
@@ -123,6 +124,20 @@ class JobStore:
         self.r.hincrby(keys.STATS, "jobs_failed", 1)
         self.r.hincrby(keys.STATS, f"jobs_failed:{problem.get('code', 'error')}", 1)
         self.callbacks_due(job_id)
+
+    def erase(self, job_id: str) -> None:
+        """Delete a check (zero retention, once its reply is delivered): its keys, the pointers
+        to it, its report, gallery and folders (extension_api.store.ApiStore.erase likewise)."""
+        rec = self.get(job_id)
+        self.r.delete(*keys.of_job(job_id))
+        self.r.zrem(keys.LIVE, job_id)
+        for pointer in ((keys.url_key(rec["normalised_url"]) if rec.get("normalised_url") else None),
+                        (keys.sha_key(rec["sha256"]) if rec.get("sha256") else None)):
+            if pointer:
+                self.r.eval(keys.DELETE_IF_EQUAL, 1, pointer, job_id)
+        for d in (self.settings.results_dir(job_id), self.settings.work_dir(job_id)):
+            shutil.rmtree(d, ignore_errors=True)
+        self.r.hincrby(keys.STATS, "checks_erased", 1)
 
     def callbacks_due(self, job_id: str) -> None:
         """The check ended: queue the delivery of its callbacks, if it has any (worker.callbacks)."""

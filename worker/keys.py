@@ -35,6 +35,11 @@ def callbacks(job_id: str) -> str:
     return f"df:callbacks:{job_id}"
 
 
+def of_job(job_id: str) -> list[str]:
+    """Every key that belongs to one check alone (erasing a check deletes these)."""
+    return [job(job_id), events(job_id), readers(job_id), callbacks(job_id)]
+
+
 def url_key(normalised: str) -> str:
     return "df:url:" + hashlib.sha256(normalised.encode()).hexdigest()[:40]
 

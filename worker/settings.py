@@ -58,9 +58,9 @@ class ServiceSettings(BaseSettings):
         """Lifetime of a check's keys while it is queued or running."""
         return max(self.retention_s, self.in_flight_s())
 
-    def done_ttl(self) -> int:
-        """Lifetime of a finished check's keys."""
-        return self.retention_s or self.delivery_grace_s
+    def done_ttl(self, retain: bool = True) -> int:
+        """Lifetime of a finished check's keys (a check asked not to be kept: the grace only)."""
+        return (self.retention_s if retain else 0) or self.delivery_grace_s
 
     def stale_limit_s(self) -> int:
         from .celery_app import visibility_timeout_s

@@ -164,13 +164,14 @@ def fetch_job(self, job_id: str, upload_path: str | None = None) -> dict:
     if upload_path:  # the report names the upload as the user did, not by its path on the server
         fetched = dataclasses.replace(fetched, input=rec["input"], title=rec["input"])
     st.set_fields(job_id, sha256=fetched.sha256, title=fetched.title, deliveries=0)
-    if rec.get("fresh") != "1":
+    keep = rec.get("retain") != "0"  # zero retention: no other check's result, no pointer to this one
+    if rec.get("fresh") != "1" and keep:
         other = st.claim_content(job_id, fetched.sha256)
         if other:
             st.reuse(job_id, other, source_of(fetched))
             _cleanup(job_id)
             return {"job": job_id, "outcome": "content-cache-hit", "same_as": other}
-    elif SETTINGS.keeps_results:
+    elif SETTINGS.keeps_results and keep:
         st.r.set(keys.sha_key(fetched.sha256), job_id, ex=SETTINGS.retention_s)
     st.event(job_id, Stage.QUEUED, "Waiting for an analysis worker")
     analyze_job.apply_async(args=[job_id, fetched.to_dict()])
@@ -216,4 +217,6 @@ def deliver_callbacks(self, job_id: str) -> dict:
     except callbacks.Retryable:
         raise self.retry(countdown=callbacks.BACKOFF_S[min(self.request.retries, len(callbacks.BACKOFF_S) - 1)]) \
             from None
+    if store().r.hget(keys.job(job_id), "retain") == "0":  # zero retention: the reply is out
+        store().erase(job_id)
     return {"job": job_id, "delivered": n}
