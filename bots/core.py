@@ -423,5 +423,31 @@ class CheckRefused(Exception):
     file); its message is the sentence for the user."""
 
 
+MAX_LINKS_PER_MESSAGE = 3  # each is its own check, with its own status and reply
+
+
+def plan_links(links: list[str], allow: Callable[[], bool]) -> tuple[list[str], str | None]:
+    """The links of one message to check (at most MAX_LINKS_PER_MESSAGE, each counted by the
+    per-user limit ``allow``), and a sentence naming the ones left out, or None."""
+    first, over = links[:MAX_LINKS_PER_MESSAGE], links[MAX_LINKS_PER_MESSAGE:]
+    checked = []
+    for url in first:
+        if not allow():
+            break
+        checked.append(url)
+    limited = first[len(checked):]
+    parts = []
+    if over:
+        parts.append(f"I check at most {MAX_LINKS_PER_MESSAGE} links per message; not checked: {', '.join(over)}.")
+    if limited and checked:
+        parts.append(f"Not checked, because of the limit on checks per person: {', '.join(limited)}.")
+    return checked, " ".join(parts) or None
+
+
+def checking_text(url: str, several: bool) -> str:
+    """The first status of a check: which link, when a message holds several."""
+    return f"Checking {url}…" if several else "Checking…"
+
+
 SOMETHING_WRONG = "Something went wrong on my side; please try again later."
 RATE_LIMITED = "You've asked for several checks in a short time; please wait a few minutes and try again."

@@ -34,8 +34,10 @@ from .core import (
     ServiceError,
     UserTold,
     about_lines,
+    checking_text,
     find_links,
     friendly,
+    plan_links,
 )
 from .settings import BotSettings, startup
 
@@ -118,12 +120,13 @@ class SlackConversation(Conversation):
     """One check's answer in a Slack thread: a status message updated in place, the result
     as Block Kit in it, the gallery uploaded with ``files_upload_v2`` in the same thread."""
 
-    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str):
-        self.client, self.channel, self.thread_ts = client, channel, thread_ts
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, first: str = "Checking…"):
+        self.client, self.channel, self.thread_ts, self.first = client, channel, thread_ts, first
         self.ts: str | None = None
 
     async def open(self) -> None:
-        msg = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text="Checking…")
+        msg = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
+                                                 text=mrkdwn_escape(self.first))
         self.ts = msg["ts"]
 
     async def _update(self, text: str, blocks: list | None = None) -> None:
@@ -156,47 +159,51 @@ class SlackCheckBot(CheckBot):
 
     def __init__(self, settings, client: ServiceClient):
         super().__init__(settings, client)
-        self._decided: dict[str, tuple[float, str, str | None]] = {}
+        self._decided: dict[str, tuple[float, str, list[str], str | None]] = {}
 
-    def decide(self, key: str, user: str, text: str | None) -> tuple[str, str | None]:
-        """("about" | "no-link" | "limited" | "check", the link to check) for one request;
-        synchronous, so the ack and the lazy listener cannot both decide."""
+    def decide(self, key: str, user: str, text: str | None) -> tuple[str, list[str], str | None]:
+        """("about" | "no-link" | "limited" | "check", the links to check, a sentence naming
+        the links left out) for one request; synchronous, so the ack and the lazy listener
+        cannot both decide."""
         now = time.monotonic()
         for k in [k for k, (t, *_) in self._decided.items() if now - t > DECISION_TTL_S]:
             del self._decided[k]
         if key not in self._decided:
-            links = slack_links(text)
+            links, urls, left_out = slack_links(text), [], None
             if (text or "").strip().lower() in ("about", "help", "model card"):
                 kind = "about"
             elif not links:
                 kind = "no-link"
             else:
-                kind = "check" if self.limiter.allow(user) else "limited"
-            self._decided[key] = (now, kind, links[0] if links else None)
-        _, kind, link = self._decided[key]
-        return kind, link
+                urls, left_out = plan_links(links, lambda: self.limiter.allow(user))
+                kind = "check" if urls else "limited"
+            self._decided[key] = (now, kind, urls, left_out)
+        _, kind, urls, left_out = self._decided[key]
+        return kind, urls, left_out
 
     # -- /deepfake --------------------------------------------------------------------------
     async def command_ack(self, ack, command, body) -> None:
-        kind, link = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
+        kind, urls, _ = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
         if kind == "about":
             await ack(await self.about_text())  # ephemeral
         else:
-            await ack({"no-link": NO_LINK, "limited": RATE_LIMITED}.get(kind) or f"Checking {mrkdwn_escape(link)} …")
+            await ack({"no-link": NO_LINK, "limited": RATE_LIMITED}.get(kind)
+                      or f"Checking {', '.join(mrkdwn_escape(u) for u in urls)} …")
 
     async def command_check(self, command, body, client: AsyncWebClient) -> None:
-        kind, link = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
+        kind, urls, left_out = self.decide(body["trigger_id"], command["user_id"], command.get("text"))
         if kind != "check":
             return
         self.track()
+        channel = command["channel_id"]
         try:
             root = await client.chat_postMessage(
-                channel=command["channel_id"], text=f"<@{command['user_id']}> asked for a deepfake check of "
-                f"{mrkdwn_escape(link)}", unfurl_links=False, unfurl_media=False)
+                channel=channel, text=f"<@{command['user_id']}> asked for a deepfake check of "
+                f"{', '.join(mrkdwn_escape(u) for u in urls)}", unfurl_links=False, unfurl_media=False)
         except SlackApiError as e:
-            log.warning("cannot post in %s: %s", command["channel_id"], e)
+            log.warning("cannot post in %s: %s", channel, e)
             return
-        await self.run(client, command["channel_id"], root["ts"], link)
+        await self.run_all(client, channel, root["ts"], urls, left_out)
 
     async def about_text(self) -> str:
         try:
@@ -230,13 +237,25 @@ class SlackCheckBot(CheckBot):
         if not links:
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=NO_LINK)
             return
-        if not self.limiter.allow(user):
+        urls, left_out = plan_links(links, lambda: self.limiter.allow(user))
+        if not urls:
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
-        await self.run(client, channel, thread_ts, links[0])
+        await self.run_all(client, channel, thread_ts, urls, left_out)
 
-    async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str) -> None:
-        conv = SlackConversation(client, channel, thread_ts)
+    async def run_all(self, client: AsyncWebClient, channel: str, thread_ts: str, urls: list[str],
+                      left_out: str | None) -> None:
+        """Each link its own check in the thread, side by side; then the links left out, named."""
+        several = len(urls) > 1 or left_out is not None
+        await asyncio.gather(*(self.run(client, channel, thread_ts, u, several=several) for u in urls))
+        if left_out:
+            try:
+                await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=mrkdwn_escape(left_out))
+            except SlackApiError as e:
+                log.warning("cannot post in %s: %s", channel, e)
+
+    async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str, several: bool = False) -> None:
+        conv = SlackConversation(client, channel, thread_ts, checking_text(url, several))
         try:
             await conv.open()
             await self.answer(conv, lambda: self.client.submit_url(url))

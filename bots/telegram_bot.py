@@ -32,8 +32,10 @@ from .core import (
     ServiceError,
     UserTold,
     about_lines,
+    checking_text,
     find_links,
     friendly,
+    plan_links,
 )
 from .settings import BotSettings, startup
 
@@ -128,19 +130,27 @@ class TelegramCheckBot(CheckBot):
             if explicit:
                 await self._say(target, NO_LINK)
             return
-        if not self.limiter.allow(str(update.effective_user.id if update.effective_user else target.chat_id)):
+        user = str(update.effective_user.id if update.effective_user else target.chat_id)
+        if links:  # several links: each its own check (up to MAX_LINKS_PER_MESSAGE), the rest named
+            urls, left_out = plan_links(links, lambda: self.limiter.allow(user))
+        else:
+            urls, left_out = ([None], None) if self.limiter.allow(user) else ([], None)
+        if not urls:
             await self._say(target, RATE_LIMITED)
             return
-        if media is not None and not self.settings.telegram_local_mode \
+        if media is not None and not links and not self.settings.telegram_local_mode \
                 and (media.file_size or 0) > BOT_API_DOWNLOAD_LIMIT:
             await self._say(target, "That file is larger than the 20 MB that Telegram lets bots download. "
                             "Send a link to it instead, or a shorter clip.")
             return
-        status = await self._say(target, "Checking…")
-        # The application owns the task: awaited on stop, its exception handed to on_error.
-        context.application.create_task(
-            self._run(context, target, status, links[0] if links else None, media, filename),
-            update=update, name=f"check-{target.chat_id}-{target.message_id}")
+        for k, url in enumerate(urls):
+            status = await self._say(target, checking_text(url, len(links) > 1))
+            # The application owns the task: awaited on stop, its exception handed to on_error.
+            context.application.create_task(
+                self._run(context, target, status, url, media, filename),
+                update=update, name=f"check-{target.chat_id}-{target.message_id}-{k}")
+        if left_out:
+            await self._say(target, left_out)
 
     async def _say(self, target: Message, text: str, html_mode: bool = False) -> Message:
         return await target.get_bot().send_message(

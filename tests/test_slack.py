@@ -247,3 +247,25 @@ async def test_the_ack_and_the_lazy_listener_count_a_command_once(slack, loopbac
     assert await ack_text(http, url, loopback.url("/photo.jpg")) == RATE_LIMITED
     await asyncio.sleep(1.0)  # time for a second check to show, had one started
     assert len([p for p in fake.calls_of("chat.postMessage") if "thread_ts" not in p]) == 1
+
+
+async def test_a_message_with_two_links_gets_two_checks_in_its_thread(slack, loopback):
+    fake, url, http = slack
+    for name in ("obama.jpg", "biden.jpg"):
+        loopback.routes[f"/two/{name}"] = (200, {"Content-Type": "image/jpeg"},
+                                           shared("media", "unlabeled", name).read_bytes())
+    a, b = loopback.url("/two/obama.jpg"), loopback.url("/two/biden.jpg")
+    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
+             "event": {"type": "app_mention", "user": "U7", "channel": "C7", "ts": "1700000007.000100",
+                       "text": f"<@UBOT> are these real? <{a}> <{b}>"}}
+    body = json.dumps(event)
+    headers = signed(body)
+    headers["Content-Type"] = "application/json"
+    async with http.post(url, data=body, headers=headers) as r:
+        assert r.status == 200
+    await fake.wait_for(lambda m, p: len([q for q in fake.calls_of("files.completeUploadExternal")
+                                          if q.get("channel_id") == "C7"]) == 2)
+    starts = sorted(p["text"] for p in fake.calls_of("chat.postMessage") if p["channel"] == "C7")
+    assert starts == sorted([f"Checking {a}…", f"Checking {b}…"])
+    assert all(p["thread_ts"] == "1700000007.000100" for p in fake.calls_of("chat.postMessage") if p["channel"] == "C7")

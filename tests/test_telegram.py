@@ -182,3 +182,25 @@ async def test_no_face_and_too_long_get_their_sentences(tg, tmp_path):
     assert edit["parse_mode"] == "HTML"
     photos = [p for p in tg.calls_of("sendPhoto")]
     assert photos == []  # no gallery for a result without a scored face, nor for a failure
+
+
+async def test_every_link_of_a_message_is_checked_and_the_rest_named(tg, loopback):
+    for name in ("obama.jpg", "biden.jpg"):
+        loopback.routes[f"/{name}"] = (200, {"Content-Type": "image/jpeg"},
+                                       shared("media", "unlabeled", name).read_bytes())
+    a, b = loopback.url("/obama.jpg"), loopback.url("/biden.jpg")
+    msg = tg.push(tg.message(f"two photos: {a} and {b}"))
+    await tg.wait_for(lambda m, p: len(replies_to(tg, "sendPhoto", msg["message_id"])) == 2)
+    firsts = [p["text"] for p in replies_to(tg, "sendMessage", msg["message_id"])]
+    assert firsts == [f"Checking {a}…", f"Checking {b}…"]  # one check, one status, one reply each
+
+    # the limit of 3 checks per user (this fixture): 2 used; of 4 more links, 1 is checked
+    more = [loopback.url(f"/obama.jpg?copy={k}") for k in range(4)]
+    msg = tg.push(tg.message(" ".join(more)))
+    note = await tg.wait_for(lambda m, p: m == "sendMessage" and p["reply_parameters"]["message_id"] == msg["message_id"]
+                             and p["text"].startswith("I check at most"))
+    assert f"not checked: {more[3]}." in note["text"]
+    assert f"because of the limit on checks per person: {more[1]}, {more[2]}." in note["text"]
+    await tg.wait_for(lambda m, p: len(replies_to(tg, "sendPhoto", msg["message_id"])) == 1)
+    statuses = [p["text"] for p in replies_to(tg, "sendMessage", msg["message_id"]) if p["text"].startswith("Checking")]
+    assert statuses == [f"Checking {more[0]}…"]
