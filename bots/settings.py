@@ -39,6 +39,8 @@ class BotSettings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
     slack_listen: str = Field("127.0.0.1", validation_alias=_env("SLACK_LISTEN"))
     slack_port: int = Field(3000, validation_alias=_env("SLACK_PORT"))
+    # A shared file larger than this is not downloaded (the service's own upload limit may be lower)
+    slack_max_file_bytes: int = Field(200 * 1024 * 1024, validation_alias=_env("SLACK_MAX_FILE_BYTES"))
     # Where the Slack app remembers the requests it has answered (replays, retries)
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "DEEPFAKE_REDIS_URL"))
 

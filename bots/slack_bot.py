@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import urlsplit
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -24,10 +26,14 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from detector.vocabulary import Problem
+
 from .core import (
+    FRIENDLY,
     NO_LINK,
     RATE_LIMITED,
     CheckBot,
+    CheckRefused,
     Conversation,
     Reply,
     ServiceClient,
@@ -234,6 +240,10 @@ class SlackCheckBot(CheckBot):
         self.track()
         extra = [a.get("original_url") or a.get("from_url") for a in msg.get("attachments", []) or []]
         links = slack_links(msg.get("text"), [u for u in extra if u])
+        files = [f for f in msg.get("files") or [] if str(f.get("mimetype", "")).startswith(("video/", "image/"))]
+        if not links and files:  # a shared file: downloaded with the bot token (files:read)
+            await self._files(client, channel, user, files, thread_ts)
+            return
         if not links:
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=NO_LINK)
             return
@@ -242,6 +252,61 @@ class SlackCheckBot(CheckBot):
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
         await self.run_all(client, channel, thread_ts, urls, left_out)
+
+    async def _files(self, client: AsyncWebClient, channel: str, user: str, files: list[dict], thread_ts: str) -> None:
+        """Each shared image or video (at most MAX_LINKS_PER_MESSAGE, each counted by the limit)
+        checked as an upload; the bot token is sent only to Slack's own file host."""
+        names = [f.get("name") or f.get("id", "file") for f in files]
+        by_name = dict(zip(names, files))
+        picked, left_out = plan_links(names, lambda: self.limiter.allow(user))
+        if not picked:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
+            return
+
+        async def one(name: str) -> None:
+            f = by_name[name]
+
+            async def submit() -> dict:
+                data = await self._download(client, f.get("url_private_download") or f.get("url_private") or "")
+                return await self.client.submit_file(data, name)
+
+            conv = SlackConversation(client, channel, thread_ts, checking_text(name, len(files) > 1))
+            try:
+                await conv.open()
+                await self.answer(conv, submit)
+            except UserTold as e:
+                log.error("check of shared file %s failed", name, exc_info=e.__cause__)
+            except SlackApiError as e:
+                log.warning("cannot answer in %s: %s", channel, e)
+
+        await asyncio.gather(*(one(n) for n in picked))
+        if left_out:
+            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=mrkdwn_escape(left_out))
+
+    async def _download(self, client: AsyncWebClient, url: str) -> bytes:
+        """A shared file's bytes, with the bot token, from Slack's file host only."""
+        host = (urlsplit(url).hostname or "").lower()
+        if urlsplit(url).scheme not in ("https", "http") or host not in self.file_hosts():
+            raise CheckRefused("I can only open files shared in Slack itself.")
+        limit = self.settings.slack_max_file_bytes
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as s, \
+                s.get(url, headers={"Authorization": f"Bearer {client.token}"}, allow_redirects=False) as r:
+            if r.status != 200:  # Slack answers a missing scope or token with a redirect to sign in
+                raise CheckRefused("Slack would not give me that file; the app needs the files:read scope.")
+            if (r.content_length or 0) > limit:
+                raise CheckRefused(FRIENDLY[Problem.TOO_LARGE])
+            data = bytearray()
+            async for chunk in r.content.iter_chunked(1 << 20):
+                data += chunk
+                if len(data) > limit:
+                    raise CheckRefused(FRIENDLY[Problem.TOO_LARGE])
+        return bytes(data)
+
+    def file_hosts(self) -> set[str]:
+        """Where a shared file may be fetched with the token: Slack's file hosts, and the host
+        of the Web API this app is pointed at (a test's fake)."""
+        return {"files.slack.com", "slack-files.com", (urlsplit(self.settings.slack_api_url).hostname or "").lower()}
 
     async def run_all(self, client: AsyncWebClient, channel: str, thread_ts: str, urls: list[str],
                       left_out: str | None) -> None:

@@ -17,11 +17,22 @@ class FakeSlack(FakeApi):
     def __init__(self):
         super().__init__()
         self.uploads: dict[str, bytes] = {}
+        self.shared_files: dict[str, bytes] = {}  # files users shared, served at /files-pri/{id}
+        self.bot_token = "xoxb-test"
         self.seq = itertools.count(1)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self.api)
         app.router.add_post("/upload/{file_id}", self.upload)
+        app.router.add_get("/files-pri/{file_id}", self.private_file)
+
+    async def private_file(self, request: web.Request) -> web.Response:
+        """A file a user shared (``url_private_download``): only with the bot's token."""
+        fid = request.match_info["file_id"]
+        self.calls.append(("download", {"file_id": fid, "_auth": request.headers.get("Authorization", "")}))
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            return web.Response(status=302, headers={"Location": f"{self.url}/signin"})  # as Slack answers
+        return web.Response(body=self.shared_files[fid], content_type="video/mp4")
 
     def ts(self) -> str:
         return f"{int(time.time())}.{next(self.seq):06d}"

@@ -269,3 +269,41 @@ async def test_a_message_with_two_links_gets_two_checks_in_its_thread(slack, loo
     starts = sorted(p["text"] for p in fake.calls_of("chat.postMessage") if p["channel"] == "C7")
     assert starts == sorted([f"Checking {a}…", f"Checking {b}…"])
     assert all(p["thread_ts"] == "1700000007.000100" for p in fake.calls_of("chat.postMessage") if p["channel"] == "C7")
+
+
+async def test_a_shared_video_file_is_downloaded_with_the_bot_token_and_checked(slack):
+    fake, url, http = slack
+    fake.shared_files["F900"] = shared("media", "devset", "videos", "film_fake.mp4").read_bytes()
+    payload = {"type": "message_action", "callback_id": SHORTCUT_ID, "trigger_id": f"9.{uuid.uuid4().hex}",
+               "team": {"id": "T1", "domain": "newsroom"}, "user": {"id": "U9", "name": "cy"},
+               "channel": {"id": "C9", "name": "desk"}, "response_url": "http://127.0.0.1:9/unused",
+               "message_ts": "1700000009.000100",
+               "message": {"type": "message", "subtype": "file_share", "text": "is this real?",
+                           "ts": "1700000009.000100", "user": "U3",
+                           "files": [{"id": "F900", "name": "clip.mp4", "mimetype": "video/mp4",
+                                      "url_private_download": f"{fake.url}/files-pri/F900"}]},
+               "token": "legacy", "api_app_id": "A1"}
+    body = urlencode({"payload": json.dumps(payload)})
+    async with http.post(url, data=body, headers=signed(body)) as r:
+        assert r.status == 200
+    done = await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C9")
+    assert done["thread_ts"] == "1700000009.000100"
+    (download,) = fake.calls_of("download")
+    assert download["_auth"] == "Bearer xoxb-test"  # the bot token, to Slack's file host only
+    final = [p for p in fake.calls_of("chat.update") if p["channel"] == "C9"][-1]
+    assert "probability that the faces were manipulated" in final["text"] or "Inconclusive" in final["text"]
+    assert not any(p.get("text") == NO_LINK for p in fake.calls_of("chat.postMessage") if p["channel"] == "C9")
+
+
+async def test_the_bot_token_goes_to_slacks_file_hosts_only(loopback):
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bots.core import CheckRefused
+    from bots.slack_bot import SlackCheckBot
+
+    bot = SlackCheckBot(BotSettings(slack_api_url="https://slack.com/api/"), ServiceClient("http://127.0.0.1:9", "t"))
+    assert bot.file_hosts() == {"files.slack.com", "slack-files.com", "slack.com"}
+    loopback.routes["/x.mp4"] = (200, {"Content-Type": "video/mp4"}, b"x")
+    with pytest.raises(CheckRefused):  # a "file" elsewhere: refused before any connection
+        await bot._download(AsyncWebClient(token="xoxb-secret"), loopback.url("/x.mp4"))
+    assert loopback.requests == []
