@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import time
+from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -218,25 +219,26 @@ class UserTold(Exception):
     cause is the bug, for the adapter's one error handler to log."""
 
 
-class Conversation:
+class Conversation(ABC):
     """Where one check is answered, as a platform shows it: the hooks the one check flow
     (:meth:`CheckBot.answer`) calls. An adapter implements them with its own API calls and
     swallows its own "message not modified"-style errors; the flow holds no platform type."""
 
+    @abstractmethod
     async def status(self, text: str) -> None:
         """Show ``text`` as the check's status (progress, or the failure sentence)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def result(self, reply: Reply) -> None:
         """Replace the status with the finished check."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def gallery(self, reply: Reply, png: bytes) -> None:
         """Post the gallery image in the same thread."""
-        raise NotImplementedError
 
     async def working(self, event: dict) -> None:
         """Called on every progress event (e.g. to keep a "typing…" indicator alive)."""
+        return None  # by default there is nothing to keep alive
 
 
 class CheckBot:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -209,7 +210,7 @@ class SlackCheckBot(CheckBot):
         except SlackApiError as e:
             log.warning("cannot post in %s: %s", channel, e)
             return
-        await self.run_all(client, channel, root["ts"], urls, left_out)
+        await self.run_all(client, channel, root["ts"], self.links(urls), left_out)
 
     async def about_text(self) -> str:
         try:
@@ -251,7 +252,7 @@ class SlackCheckBot(CheckBot):
         if not urls:
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
-        await self.run_all(client, channel, thread_ts, urls, left_out)
+        await self.run_all(client, channel, thread_ts, self.links(urls), left_out)
 
     async def _files(self, client: AsyncWebClient, channel: str, user: str, files: list[dict], thread_ts: str) -> None:
         """Each shared image or video (at most MAX_LINKS_PER_MESSAGE, each counted by the limit)
@@ -263,25 +264,13 @@ class SlackCheckBot(CheckBot):
             await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=RATE_LIMITED)
             return
 
-        async def one(name: str) -> None:
-            f = by_name[name]
-
-            async def submit() -> dict:
+        def submit(f: dict, name: str):
+            async def go() -> dict:
                 data = await self._download(client, f.get("url_private_download") or f.get("url_private") or "")
                 return await self.client.submit_file(data, name)
+            return go
 
-            conv = SlackConversation(client, channel, thread_ts, checking_text(name, len(files) > 1))
-            try:
-                await conv.open()
-                await self.answer(conv, submit)
-            except UserTold as e:
-                log.error("check of shared file %s failed", name, exc_info=e.__cause__)
-            except SlackApiError as e:
-                log.warning("cannot answer in %s: %s", channel, e)
-
-        await asyncio.gather(*(one(n) for n in picked))
-        if left_out:
-            await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=mrkdwn_escape(left_out))
+        await self.run_all(client, channel, thread_ts, [(n, submit(by_name[n], n)) for n in picked], left_out)
 
     async def _download(self, client: AsyncWebClient, url: str) -> bytes:
         """A shared file's bytes, with the bot token, from Slack's file host only."""
@@ -308,24 +297,29 @@ class SlackCheckBot(CheckBot):
         of the Web API this app is pointed at (a test's fake)."""
         return {"files.slack.com", "slack-files.com", (urlsplit(self.settings.slack_api_url).hostname or "").lower()}
 
-    async def run_all(self, client: AsyncWebClient, channel: str, thread_ts: str, urls: list[str],
-                      left_out: str | None) -> None:
-        """Each link its own check in the thread, side by side; then the links left out, named."""
-        several = len(urls) > 1 or left_out is not None
-        await asyncio.gather(*(self.run(client, channel, thread_ts, u, several=several) for u in urls))
+    async def run_all(self, client: AsyncWebClient, channel: str, thread_ts: str,
+                      checks: list[tuple[str, Callable[[], Awaitable[dict]]]], left_out: str | None) -> None:
+        """Each (what, submit) its own check in the thread, side by side; then what was left
+        out, named."""
+        several = len(checks) > 1 or left_out is not None
+        await asyncio.gather(*(self.run(client, channel, thread_ts, what, submit, several) for what, submit in checks))
         if left_out:
             try:
                 await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=mrkdwn_escape(left_out))
             except SlackApiError as e:
                 log.warning("cannot post in %s: %s", channel, e)
 
-    async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, url: str, several: bool = False) -> None:
-        conv = SlackConversation(client, channel, thread_ts, checking_text(url, several))
+    def links(self, urls: list[str]) -> list[tuple[str, Callable[[], Awaitable[dict]]]]:
+        return [(u, lambda u=u: self.client.submit_url(u)) for u in urls]
+
+    async def run(self, client: AsyncWebClient, channel: str, thread_ts: str, what: str,
+                  submit: Callable[[], Awaitable[dict]], several: bool = False) -> None:
+        conv = SlackConversation(client, channel, thread_ts, checking_text(what, several))
         try:
             await conv.open()
-            await self.answer(conv, lambda: self.client.submit_url(url))
+            await self.answer(conv, submit)
         except UserTold as e:  # the one place a Slack check's bug is logged
-            log.error("check of %s failed", url, exc_info=e.__cause__)
+            log.error("check of %s failed", what, exc_info=e.__cause__)
         except SlackApiError as e:
             log.warning("cannot answer in %s: %s", channel, e)
 

@@ -9,17 +9,19 @@ unloaded, so the next call tries again (and raises again, with the same clear er
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from typing import Self
 
 
-class LazyModel:
+class LazyModel(ABC):
     # Loading is rare: one lock for all keeps fork-time state simple. Re-entrant, because a
     # model that holds models (the analyzer) loads them inside its own load().
     _load_lock = threading.RLock()
     _loaded: bool = False
 
+    @abstractmethod
     def _load(self) -> None:
-        raise NotImplementedError
+        """Read the weights; raise a clear error (e.g. NoTrainedWeights) when they are missing."""
 
     @property
     def loaded(self) -> bool:
