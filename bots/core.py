@@ -136,6 +136,7 @@ class Reply:
     headline: str  # "🔴 Likely manipulated: 87% probability that the faces were manipulated", or why not
     score: float | None = None
     notes: list[str] = field(default_factory=list)  # what the bands mean; the shots, and the most suspicious
+    people: list[str] = field(default_factory=list)  # "Person B (shots 2, 5, 7): 81%", with several people or shots
     shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%", only with several shots
     warnings: list[str] = field(default_factory=list)
     report_url: str | None = None
@@ -161,14 +162,17 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     notes = [r.bands_note] if r.score is not None and not gated else []
     if r.shots_note:
         notes.append(r.shots_note)
+    several_shots = r.media.kind == "video" and len(r.shots) > 1
+    people = [f"{p.where(r.media.kind)}: {'faces found, no reliable score' if gated else f'{p.score * 100:.0f}%'}"
+              for p in r.people] if len(r.people) > 1 or (several_shots and r.people) else []
     shots = []
-    if r.media.kind == "video" and len(r.shots) > 1:  # one shot, or an image: the headline says it all
+    if several_shots:  # one shot, or an image: the headline says it all
         for s in r.shots:
             score = ("no face" if s.score is None else "faces found, no reliable score" if gated
                      else f"{s.score * 100:.0f}%")
             shots.append(f"Shot {s.index + 1} ({fmt_clock(s.start_s)}–{fmt_clock(s.end_s)}): {score}")
     warnings = [w.message for w in r.warnings if w.code not in ("members_not_scored", "no_faces")]
-    return Reply(headline=headline, score=r.score, notes=notes, shots=shots, warnings=warnings,
+    return Reply(headline=headline, score=r.score, notes=notes, people=people, shots=shots, warnings=warnings,
                  report_url=links.get("report_page"), gallery_url=links.get("gallery"),
                  seen_before=bool(view.get("seen_before")))
 

@@ -108,6 +108,9 @@ def render_blocks(reply: Reply) -> list[dict]:
     if reply.notes:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn_escape(n)}
                                                        for n in reply.notes]})
+    if reply.people:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(
+            mrkdwn_escape(p) for p in reply.people[:10])}})
     if reply.shots:
         fields = [{"type": "mrkdwn", "text": mrkdwn_escape(s)} for s in reply.shots[:10]]
         blocks.append({"type": "section", "fields": fields})

@@ -54,6 +54,9 @@ def render_html(reply: Reply) -> str:
     if reply.seen_before:
         lines.append("<i>Checked before; this is the stored result.</i>")
     lines += [f"<i>{html.escape(n)}</i>" for n in reply.notes]
+    if reply.people:
+        lines.append("")
+        lines += [html.escape(p) for p in reply.people]
     if reply.shots:
         lines.append("")
         lines += [html.escape(s) for s in reply.shots]

@@ -174,6 +174,9 @@ export function summarise(view) {
       title: r.source.title, warnings: (r.warnings || []).filter(w => !["members_not_scored"].includes(w.code))
         .map(w => w.message),
       medium: mediumOf(r),
+      people: (r.people || []).map(p => ({ label: p.label, where: personWhere(p, r.media.kind), score: p.score,
+        thumb: p.faces && p.faces[0] && p.faces[0].thumbnail_jpeg_b64
+          ? `data:image/jpeg;base64,${p.faces[0].thumbnail_jpeg_b64}` : null })),
       shots: r.shots.map(s => ({ index: s.index, start: s.start_s, end: s.end_s, score: s.score, faces: s.faces_detected,
                                  people: (s.clusters || []).map(c => c.face_count),
                                  thumbs: thumbsOf(s) })),
@@ -181,6 +184,13 @@ export function summarise(view) {
   }
   if (view.problem) out.error = messageFor(view.problem.code, view.problem.detail);
   return out;
+}
+
+// "Person B (shots 2, 5, 7)", as every channel names a person (shots 1-based; an image has none).
+export function personWhere(p, kind) {
+  if (kind !== "video") return `Person ${p.label}`;
+  const n = p.shots.map(k => k + 1);
+  return `Person ${p.label} (shot${n.length > 1 ? "s" : ""} ${n.join(", ")})`;
 }
 
 // The people of a shot as the popup shows them: their face thumbnails (the report's, small

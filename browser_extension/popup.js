@@ -71,6 +71,13 @@ function detail(c) {
   if (r.shotsNote) card.append(el("p", { class: "shots-note", text: r.shotsNote }));
   if (c.seenBefore) card.append(el("div", { class: "muted", text: "Checked before; this is the stored result." }));
   for (const w of r.warnings || []) card.append(el("div", { class: "warn", text: w }));
+  const people = r.people || [];
+  if (people.length > 1 || (r.kind === "video" && r.shots.length > 1 && people.length)) {
+    card.append(el("ul", { class: "people" }, ...people.map(p => el("li", { class: "person" },
+      p.thumb ? el("img", { class: "thumb", src: p.thumb, alt: `Face of person ${p.label}` }) : null,
+      el("span", { class: "person-text",
+                   text: `${p.where}: ${r.note ? "faces found, no reliable score" : pct(p.score)}` })))));
+  }
   const rows = r.shots.map(s => el("tr", {},
     el("td", { class: "shot-name" }, el("div", { text: r.kind === "video" ? `Shot ${s.index + 1}` : "Image" }),
        r.kind === "video" ? el("div", { class: "muted", text: `${clock(s.start)}–${clock(s.end)}` }) : null),

@@ -8,7 +8,7 @@ applies it and writes the result down.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from . import gate
 from . import report as R
 from .aggregate import cluster_score, max_or_none
 from .fetch import Fetched
+from .people import person_label
 from .probe import MediaInfo
 from .settings import DetectorSettings
 from .shots import ShotSpan
@@ -37,6 +38,7 @@ class Findings:
     dropped: list[int]
     sampled: list[int]
     thumbs: dict[int, np.ndarray]
+    people: list[list[tuple[int, int]]] = field(default_factory=list)  # (shot, cluster id) per person
 
     def kept(self) -> list:
         return [self.faces[i] for cl in self.clusters.values() for c in cl for i in c]
@@ -88,6 +90,25 @@ def shot_models(info: MediaInfo, found: Findings) -> tuple[list[R.Shot], dict[in
             score=max_or_none(c.score for c in cl_models), keyframe_index=max(key, 0), clusters=cl_models,
             dropped_clusters=found.dropped[k]))
     return shots, keyframes
+
+
+def people_models(info: MediaInfo, found: Findings, shots: list[R.Shot]) -> list[R.Person]:
+    """Each person's Report entry: the shots they appear in, their score (max over their
+    clusters), their most suspicious faces (each cluster's most suspicious, with a thumbnail)."""
+    faces = found.faces
+    out = []
+    for k, refs in enumerate(found.people):
+        cls = [shots[s].clusters[c] for s, c in refs]
+        tops = []
+        for (s, c), cl in zip(refs, cls):
+            i = max(found.clusters[s][c], key=lambda i: faces[i].score)
+            tops.append(R.PersonFace(**face_model(faces[i], info).model_dump(), shot=s, cluster_score=cl.score,
+                                     thumbnail_jpeg_b64=thumb_b64(faces[i].crop)))
+        tops.sort(key=lambda f: (-f.cluster_score, -f.score))
+        out.append(R.Person(label=person_label(k), shots=sorted({s for s, _ in refs}),
+                            clusters=[R.ClusterRef(shot=s, cluster=c) for s, c in refs],
+                            score=max(c.score for c in cls), faces=tops[:R.PERSON_FACES]))
+    return out
 
 
 def warnings_for(info: MediaInfo, found: Findings, shots: list[R.Shot], skipped: list) -> list[R.Warning_]:
@@ -166,7 +187,7 @@ def build_report(fetched: Fetched, info: MediaInfo, found: Findings, ensemble, s
         source=source_of(fetched),
         media=R.Media(kind=info.kind, width=info.width, height=info.height, fps=info.fps,
                       frame_count=info.frame_count, duration_s=round(info.duration_s, 3) if info.duration_s else None),
-        shots=shots, faces=image_faces, models=models, combination=ensemble.combination,
+        shots=shots, faces=image_faces, people=people_models(info, found, shots), models=models, combination=ensemble.combination,
         timings_s=dict(timings), warnings=warnings_for(info, found, shots, ensemble.skipped), device=device,
         inconclusive_reasons=[R.Warning_(code=r.code, message=r.message) for r in reasons],
         verdict_note=gate.sentence(reasons) or None,

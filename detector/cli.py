@@ -89,6 +89,11 @@ def summary(report: Report) -> str:
         for i, f in enumerate(report.faces):
             b = f.box
             lines.append(f"{i + 1:>4}  {f'{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}':<24}  {pct(f.score)}")
+    if report.people:
+        lines.append("")
+        gated = bool(report.verdict_note)
+        for p in report.people:
+            lines.append(f"{p.where(m.kind)}: " + ("faces found, no reliable score" if gated else pct(p.score).strip()))
     for w in report.warnings:
         lines.append(f"! {w.message}")
     lines.append("")

@@ -1,16 +1,19 @@
 """Stage 9, gallery: one PNG with a keyframe per shot, each bordered in the colour of
-its score, with the shot's times and score written large enough for a phone screen.
+its score, with the shot's times and score written large enough for a phone screen;
+under the shots, one row per person (people across shots): who, where, and their most
+suspicious faces.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import textwrap
 
 import numpy as np
 
-from .report import SCORE_MEANS, Report, fmt_clock, score_colour
+from .report import PERSON_FACES, SCORE_MEANS, Report, fmt_clock, score_colour
 
 
 def fmt_score(score: float | None) -> str:
@@ -19,6 +22,7 @@ def fmt_score(score: float | None) -> str:
 
 HEADLINE_PT = 20
 FOOTER_PT = 11
+MAX_PEOPLE_ROWS = 6  # more people: the report lists them
 
 
 def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:
@@ -62,15 +66,34 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     # what the colours mean, under the panels (not where the gate holds the number back)
     footer = "" if gated or report.score is None else textwrap.fill(report.bands_note, int(per_line * 1.8))
     footer_in = (footer.count("\n") + 1) * FOOTER_PT * 1.5 / 72 if footer else 0.0
-    height = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
-    fig = plt.figure(figsize=(width, height), dpi=110)
-    if footer:
-        fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
+    people = report.people[:MAX_PEOPLE_ROWS]
+    cell_w = width / (1 + PERSON_FACES)  # a person's row: the name, then the faces
+    person_h = min(cell_w, 1.9) + 0.35
+    people_in = person_h * len(people) + (0.15 if people else 0.0)
+    shots_h = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
+    fig = plt.figure(figsize=(width, shots_h), dpi=110)
     fig.patch.set_facecolor("white")
-    fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     for k, shot in enumerate(shots):
         _shot_panel(fig.add_subplot(rows, cols, k + 1), report, shot, keyframes.get(shot.index), gated)
-    fig.tight_layout(rect=(0, footer_in / height, 1, 1 - title_in / height))
+    fig.tight_layout(rect=(0, footer_in / shots_h, 1, 1 - title_in / shots_h))
+    height = shots_h + people_in
+    if people:  # the figure grows under the shots, which keep their laid-out place in inches
+        boxes = [ax.get_position(original=True) for ax in fig.axes]
+        fig.set_size_inches(width, height)
+        for ax, b in zip(fig.axes, boxes):
+            ax.set_position((b.x0, (b.y0 * shots_h + people_in) / height, b.width, b.height * shots_h / height))
+    if footer:
+        fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
+    fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
+    # the people's rows, placed under the shots once those are laid out
+    side = person_h - 0.35
+    for j, person in enumerate(people):
+        bottom = footer_in + person_h * (len(people) - 1 - j) + 0.3
+        axes = [fig.add_axes((0.0, bottom / height, cell_w / width, side / height))]
+        for c in range(len(person.faces)):
+            left = cell_w * (c + 1) + (cell_w - side) / 2
+            axes.append(fig.add_axes((left / width, bottom / height, side / width, side / height)))
+        _person_row(axes, report, person, gated)
     return fig
 
 
@@ -106,3 +129,36 @@ def _shot_panel(ax, report: Report, shot, img: np.ndarray | None, gated: bool) -
         n = len(report.faces)
         title = (f"{n} face{'s' if n != 1 else ''} " + ("found" if gated else "scored")) if n else "no face found"
     ax.set_title(title, fontsize=14, color=c, fontweight="bold")
+
+
+def _thumb(b64: str | None) -> np.ndarray | None:
+    if not b64:
+        return None
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def _person_row(axes, report: Report, person, gated: bool) -> None:
+    """'Person B', where they appear and their score; then their most suspicious faces, each
+    bordered in its score's colour with its shot and score under it."""
+    video = report.media.kind == "video"
+    name = axes[0]
+    name.axis("off")
+    where = person.where(report.media.kind)
+    label, _, shots = where.partition(" (")
+    text = label + (f"\n({shots}" if shots else "") + ("" if gated else f"\n{person.score * 100:.0f}%")
+    name.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, fontweight="bold",
+              color=score_colour(None if gated else person.score), transform=name.transAxes)
+    for ax, face in zip(axes[1:], person.faces):
+        img = _thumb(face.thumbnail_jpeg_b64)
+        if img is not None:
+            ax.imshow(img)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # the person's score in that shot, as the shot shows it
+            spine.set_edgecolor(score_colour(None if gated else face.cluster_score))
+            spine.set_linewidth(5)
+        caption = (f"shot {face.shot + 1}" if video else "") + ("" if gated else
+                                                               f"{' · ' if video else ''}{face.cluster_score * 100:.0f}%")
+        ax.set_xlabel(caption, fontsize=11)

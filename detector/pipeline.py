@@ -30,6 +30,7 @@ from .faces import CropSpec, FaceDetector, crop_square
 from .fetch import Fetched, cleanup, fetch
 from .lazy import LazyModel
 from .manifest import Manifest, load_manifest
+from .people import link_people, spread
 from .precision import resolve_precision
 from .probe import Limits, MediaInfo, probe
 from .scan import Prefetch, VideoScan
@@ -172,6 +173,8 @@ class Analyzer(LazyModel):
             clusters, dropped, embedded = self._cluster(faces, spans, sampled, timer)
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
+        people, more = self._people(faces, clusters, timer)
+        embedded += more
         kept = [i for cl in clusters.values() for c in cl for i in c]
         if kept:
             progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", done=0, total=len(kept),
@@ -188,7 +191,7 @@ class Analyzer(LazyModel):
             progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
 
         report, keyframes = build_report(
-            fetched, info, Findings(spans, faces, clusters, dropped, sampled, thumbs), self.ensemble,
+            fetched, info, Findings(spans, faces, clusters, dropped, sampled, thumbs, people), self.ensemble,
             self.settings, self.device, timer.t)
         png = None
         if gallery:
@@ -327,9 +330,7 @@ class Analyzer(LazyModel):
                                               s.cluster_max_distance)
             else:
                 def embed(local: list[int], idx: list[int] = idx) -> np.ndarray:  # called in this iteration
-                    with timer("embeddings"):
-                        ctx = [faces[idx[j]].context for j in local]
-                        return self.embedder.embed_crops([c for c, _ in ctx], [b for _, b in ctx])
+                    return self._embed([faces[idx[j]] for j in local], timer)
 
                 pos = [faces[i].position for i in idx]
                 track = link_tracks(pos, [faces[i].box for i in idx])
@@ -338,6 +339,36 @@ class Analyzer(LazyModel):
             groups, dropped[shot] = clusters_from_labels(labels, sampled[shot], s.min_cluster_fraction)
             clusters[shot] = [[idx[j] for j in g] for g in groups]
         return clusters, dropped, embedded
+
+    def _embed(self, some: list[_Face], timer: _Timer) -> np.ndarray:
+        """Descriptors of faces found without one (from their kept context), kept on each face
+        so that linking people across shots reuses them."""
+        with timer("embeddings"):
+            embs = self.embedder.embed_crops([f.context[0] for f in some], [f.context[1] for f in some])
+        for f, e in zip(some, embs):
+            f.embedding = e
+        return embs
+
+    def _people(self, faces: list[_Face], clusters: dict[int, list[list[int]]],
+                timer: _Timer) -> tuple[list[list[tuple[int, int]]], int]:
+        """The people of the medium: lists of (shot, cluster id), and how many more faces had
+        to be embedded to tell them apart. Within one shot each cluster is its own person; only
+        when clusters are in two or more shots are their centroids compared
+        (:mod:`detector.people`). People are lettered by first appearance, left to right."""
+        def left(key: tuple[int, int]) -> float:  # a cluster's mean box centre, to letter people left to right
+            return float(np.mean([(faces[i].box[0] + faces[i].box[2]) / 2 for i in clusters[key[0]][key[1]]]))
+
+        keys = sorted(((k, c) for k in clusters for c in range(len(clusters[k]))), key=lambda kc: (kc[0], left(kc)))
+        if len({k for k, _ in keys}) < 2:
+            return [[key] for key in keys], 0
+        picked = {key: [faces[i] for i in spread(clusters[key[0]][key[1]])] for key in keys}
+        missing = list({id(f): f for fs in picked.values() for f in fs if f.embedding is None}.values())
+        if missing:
+            self._embed(missing, timer)
+        with timer("people"):
+            centroids = np.stack([np.mean([f.embedding for f in picked[key]], axis=0) for key in keys])
+            groups = link_people([k for k, _ in keys], centroids, self.settings.people_max_distance)
+        return [[keys[i] for i in g] for g in groups], len(missing)
 
 
 def _gather(taken: list[tuple[int, int]], looked: dict[int, tuple], n_shots: int):

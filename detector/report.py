@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 # 1.2: each member scores its own face crop (models[].crop); the ensemble's rule (combination)
 # 1.3: the default models change: meve-mobilenetv2 4.0.0 under the stacking rule replaces MesoNet
 # 1.4: plain words for readers: bands_note, shots_note; inconclusive reasons say what to do next
-REPORT_VERSION = "1.4.0"
+# 1.5: people: each shot's clusters linked into identities over the whole video
+REPORT_VERSION = "1.5.0"
 
 # Score bands over the ensemble's mean of *calibrated* member probabilities (each member
 # Platt-scaled on a validation split, detector.calibration): under 0.35 the faces are
@@ -110,6 +111,42 @@ class Cluster(BaseModel):
     thumbnail_jpeg_b64: str | None = None
 
 
+class PersonFace(FaceScore):
+    """A person's most suspicious face in one shot (``score`` is this face's own)."""
+
+    shot: int  # Shot.index
+    cluster_score: float  # the person's score in that shot: their cluster's mean, as the shot shows it
+    thumbnail_jpeg_b64: str | None = None
+
+
+class ClusterRef(BaseModel):
+    shot: int  # Shot.index
+    cluster: int  # Cluster.id within that shot
+
+
+PERSON_FACES = 4
+
+
+class Person(BaseModel):
+    """One identity over the whole medium: the clusters of different shots whose faces look
+    alike (detector.people). Their score is the max over their clusters."""
+
+    label: str  # "A", "B", ... in order of first appearance
+    shots: list[int]  # Shot.index of every shot they appear in, in order
+    clusters: list[ClusterRef]
+    score: float
+    # Their most suspicious faces: each cluster's most suspicious face, the most suspicious
+    # cluster first, at most PERSON_FACES, with thumbnails: the gallery's row for this person.
+    faces: list[PersonFace] = Field(default_factory=list)
+
+    def where(self, kind: str = "video") -> str:
+        """'Person B (shots 2, 5, 7)', 1-based as shots are shown; an image has no shots."""
+        if kind != "video":
+            return f"Person {self.label}"
+        n = [str(k + 1) for k in self.shots]
+        return f"Person {self.label} (shot{'s' if len(n) > 1 else ''} {', '.join(n)})"
+
+
 class Shot(BaseModel):
     index: int
     start_frame: int
@@ -169,6 +206,7 @@ class Report(BaseModel):
     media: Media
     shots: list[Shot]
     faces: list[FaceScore] = Field(default_factory=list)  # images: every face kept
+    people: list[Person] = Field(default_factory=list)  # identities across shots, by first appearance
     models: list[ModelInfo]
     combination: str | None = None  # how the members' scores make the score
     timings_s: dict[str, float] = Field(default_factory=dict)

@@ -91,6 +91,12 @@ class DetectorSettings(BaseSettings):
     # "all": every face embedded and clustered (the 1.x pipeline).
     cluster_embeddings: Literal["ambiguous", "all"] = "ambiguous"
     min_cluster_fraction: float = 0.2
+    # Linking clusters of different shots into people: Euclidean distance between cluster
+    # centroids (mean descriptor of up to 3 faces). bench/calibrate_people.py chose it on one
+    # half (the largest joining at most 0.1% of impostor pairs) and measured on the other:
+    # 0.04% of 499,500 LFW impostor pairs joined, 17/17 same-person pairs (a clip's first and
+    # last thirds; three photos of one person, 0.34-0.46 apart).
+    people_max_distance: float = 0.525
 
     # Reliability gate (detector/gate.py explains each threshold)
     gate_min_face_px: float = gate.MIN_FACE_PX

@@ -20,7 +20,8 @@ table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:8px;bord
 .pill{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-weight:600}
 img.gallery{width:100%;border-radius:8px;border:1px solid #ddd}.faces img{width:96px;height:96px;border-radius:6px;
 margin:4px;border:4px solid}.warn{background:#fff4d6;border-left:4px solid #e0a100;padding:8px 12px;margin:6px 0}
-a{color:#0b63c5}
+a{color:#0b63c5}.person .faces{display:flex;flex-wrap:wrap;gap:6px}.person figure{margin:0;text-align:center}
+.person figcaption{font-size:.85rem;color:#444}
 """
 
 
@@ -81,6 +82,8 @@ def report_page(view: dict, model_card_url: str) -> str:
     if view.get("links", {}).get("gallery"):
         parts.append(f'<img class="gallery" alt="Keyframes of each shot, bordered by score" '
                      f'src="{escape(view["links"]["gallery"])}">')
+    if r.people:
+        parts.append("<h2>People</h2>" + "".join(_person_html(p, media.kind) for p in r.people))
     rows = []
     for s in r.shots:
         faces = "".join(
@@ -99,6 +102,19 @@ def report_page(view: dict, model_card_url: str) -> str:
                  f"Report version {escape(r.report_version)}, analysed {escape(r.created_at.isoformat()[:19])} UTC."
                  " A score is a statistical estimate about the faces only, not proof; read the model card.</p>")
     return page(f"Deepfake check: {r.verdict_label} ({_pct(r.score)})", "".join(parts))
+
+
+def _person_html(p, kind: str) -> str:
+    """One person: 'Person B (shots 2, 5, 7): 81%' and their most suspicious faces."""
+    faces = "".join(
+        f'<figure><img alt="face of person {escape(p.label)}, {escape(_pct(f.cluster_score))}"'
+        f' title="this frame alone: {escape(_pct(f.score))}" style="border-color:{score_colour(f.cluster_score)}"'
+        f' src="data:image/jpeg;base64,{f.thumbnail_jpeg_b64}">'
+        f"<figcaption>{'shot ' + str(f.shot + 1) + ': ' if kind == 'video' else ''}{escape(_pct(f.cluster_score))}"
+        "</figcaption></figure>" for f in p.faces if f.thumbnail_jpeg_b64)
+    return (f'<div class="person"><p><b>{escape(p.where(kind))}</b>: <span class="pill" '
+            f'style="background:{score_colour(p.score)}">{escape(_pct(p.score))}</span></p>'
+            f'<div class="faces">{faces}</div></div>')
 
 
 def _num(v, fmt="{:.3f}") -> str:

@@ -246,6 +246,20 @@ def test_video_check_shows_score_shots_and_gallery(browser, service, media):
     page.close()
 
 
+def test_people_across_shots_in_the_popup(browser, service, media, two_people_video):
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-people"))
+    media.routes["/v/people.mp4"] = (200, {"Content-Type": "video/mp4"}, two_people_video.read_bytes())
+    local_id = click_menu(ctx, {"linkUrl": media.url("/v/people.mp4"), "pageUrl": media.url("/post")})
+    page = result_view(ctx, ext_id, local_id)  # the newest check is the one shown
+    page.wait_for_selector(".card[data-state=done] ul.people")
+    people = [t.strip() for t in page.eval_on_selector_all("ul.people .person-text", "els => els.map(e => e.textContent)")]
+    assert [p.split(":")[0] for p in people] == ["Person A (shots 1, 3)", "Person B (shots 2, 4)"]
+    assert page.eval_on_selector_all("ul.people img.thumb", "els => els.filter(e => e.naturalWidth > 0).length") == 2
+    page.screenshot(path=str(ART / "extension_people.png"), full_page=True)
+    page.close()
+
+
 def test_image_link_page_and_data_url_checks(browser, service, media):
     ctx, ext_id = browser
     configure(ctx, ext_id, service.base, service.token("extension-more"))

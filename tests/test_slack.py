@@ -307,3 +307,21 @@ async def test_the_bot_token_goes_to_slacks_file_hosts_only(loopback):
     with pytest.raises(CheckRefused):  # a "file" elsewhere: refused before any connection
         await bot._download(AsyncWebClient(token="xoxb-secret"), loopback.url("/x.mp4"))
     assert loopback.requests == []
+
+
+async def test_people_across_shots_are_named_in_the_thread(slack, loopback, two_people_video):
+    fake, url, http = slack
+    loopback.routes["/people.mp4"] = (200, {"Content-Type": "video/mp4"}, two_people_video.read_bytes())
+    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
+             "event": {"type": "app_mention", "user": "U8", "channel": "C8", "ts": "1700000008.000100",
+                       "text": f"<@UBOT> who is this? <{loopback.url('/people.mp4')}>"}}
+    body = json.dumps(event)
+    headers = signed(body)
+    headers["Content-Type"] = "application/json"
+    async with http.post(url, data=body, headers=headers) as r:
+        assert r.status == 200
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C8")
+    result = [p for p in fake.calls_of("chat.update") if p["channel"] == "C8" and p.get("blocks")][-1]
+    texts = json.dumps(result["blocks"])
+    assert "Person A (shots 1, 3): " in texts and "Person B (shots 2, 4): " in texts

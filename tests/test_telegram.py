@@ -204,3 +204,12 @@ async def test_every_link_of_a_message_is_checked_and_the_rest_named(tg, loopbac
     await tg.wait_for(lambda m, p: len(replies_to(tg, "sendPhoto", msg["message_id"])) == 1)
     statuses = [p["text"] for p in replies_to(tg, "sendMessage", msg["message_id"]) if p["text"].startswith("Checking")]
     assert statuses == [f"Checking {more[0]}…"]
+
+
+async def test_people_across_shots_are_named_in_the_reply(tg, loopback, two_people_video):
+    loopback.routes["/people.mp4"] = (200, {"Content-Type": "video/mp4"}, two_people_video.read_bytes())
+    msg = tg.push(tg.message(loopback.url("/people.mp4")))
+    await tg.wait_for(lambda m, p: m == "sendPhoto" and p["reply_parameters"]["message_id"] == msg["message_id"])
+    final = tg.calls_of("editMessageText")[-1]["text"]
+    assert "Person A (shots 1, 3): " in final and "Person B (shots 2, 4): " in final
+    assert final.index("Person A") < final.index("Person B") < final.index("Shot 1 (")
