@@ -67,6 +67,10 @@ class ServiceClient:
         form.add_field("file", data, filename=filename, content_type="application/octet-stream")
         return await self._request("POST", "/v1/checks", data=form)
 
+    async def feedback(self, job_id: str, opinion: str, user: str) -> dict:
+        """One person's opinion of a check's verdict ("right" or "wrong"), replacing theirs."""
+        return await self._request("PUT", f"/v1/checks/{job_id}/feedback", json={"opinion": opinion, "user": user})
+
     async def delete(self, job_id: str) -> None:
         """Erase an ended check on the service (zero retention, once its reply is shown)."""
         try:

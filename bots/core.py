@@ -91,6 +91,7 @@ FRIENDLY = {
     Problem.UNKNOWN_CHECK: "The checking service no longer knows this check (it may have expired); please send it again.",
     Problem.NO_GALLERY: "The check has no gallery image yet.",
     Problem.CHECK_RUNNING: "The check is still running; it can be deleted once it has ended.",
+    Problem.NO_VERDICT: "This check ended without a verdict, so there is nothing to agree or disagree with.",
     Problem.SUBMISSION_IN_PROGRESS: "This check is still being handed to the service; I'll follow it once it is.",
     Problem.TOO_MANY_STREAMS: "The checking service is following too many checks right now; please try again in a minute.",
     Problem.SERVICE_UNAVAILABLE: "The checking service is not available right now. Please try again later.",
@@ -142,6 +143,8 @@ class Reply:
     report_url: str | None = None
     gallery_url: str | None = None
     seen_before: bool = False
+    check_id: str | None = None
+    feedback: bool = False  # offer "looks right / looks wrong" (a verdict the service keeps)
 
 
 def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
@@ -174,7 +177,7 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     warnings = [w.message for w in r.warnings if w.code not in ("members_not_scored", "no_faces")]
     return Reply(headline=headline, score=r.score, notes=notes, people=people, shots=shots, warnings=warnings,
                  report_url=links.get("report_page"), gallery_url=links.get("gallery"),
-                 seen_before=bool(view.get("seen_before")))
+                 seen_before=bool(view.get("seen_before")), check_id=view.get("id"), feedback=r.score is not None)
 
 
 def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
@@ -194,6 +197,10 @@ def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
         clean = rob["rows"][0]["balanced_accuracy"]
         worst = min(r["balanced_accuracy"] for r in rob["rows"][1:])
         measured.append(f"under a white-box attack (PGD) balanced accuracy falls from {clean:.2f} to {worst:.2f}")
+    fb = card.get("user_feedback")
+    if fb and fb.get("checks_with_feedback"):
+        measured.append(f"readers disputed {fb['disputed']} of the {fb['checks_with_feedback']} verdicts "
+                        "they gave feedback on")
     trained = [m["name"] for m in card.get("members", []) if m.get("trained") and m.get("in_default_ensemble", True)]
     if trained:
         measured.append("detectors: " + ", ".join(trained))
@@ -270,8 +277,8 @@ class CheckBot:
         try:
             view = await self.client.follow(await submit(), lambda ev: conv.status(stage_text(ev)), conv.working)
             reply = reply_from_view(view)
-            if not self.client.retain:  # the report page is erased with the check
-                reply.report_url = None
+            if not self.client.retain:  # the report page and the check are erased once answered
+                reply.report_url, reply.feedback = None, False
             await conv.result(reply)
             if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
                 png = await self.client.gallery(reply.gallery_url)
@@ -287,6 +294,15 @@ class CheckBot:
             await conv.status(SOMETHING_WRONG)
             raise UserTold() from e
 
+
+    async def give_feedback(self, job_id: str, opinion: str, user: str) -> str:
+        """Store one person's opinion of a verdict (a button they pressed); the sentence to show
+        them: thanks, a change noted, or why it was not stored."""
+        try:
+            answer = await self.client.feedback(job_id, opinion, user)
+        except ServiceError as e:
+            return friendly(e.problem)
+        return feedback_text(opinion, answer.get("previous"))
 
     async def _erase(self, job_id: str) -> None:
         try:
@@ -324,6 +340,20 @@ def plan_links(links: list[str], allow: Callable[[], bool]) -> tuple[list[str], 
 def checking_text(url: str, several: bool) -> str:
     """The first status of a check: which link, when a message holds several."""
     return f"Checking {url}…" if several else "Checking…"
+
+
+FEEDBACK_BUTTONS = {"right": "👍 Looks right", "wrong": "👎 Looks wrong"}
+FEEDBACK_ASK = "Does this verdict look right to you?"
+
+
+def feedback_text(opinion: str, previous: str | None) -> str:
+    """What a person reads after pressing a feedback button."""
+    said = "looks right" if opinion == "right" else "looks wrong"
+    if previous == opinion:
+        return f"You already said this verdict {said}; it is noted once."
+    if previous:
+        return f"Changed: you now say this verdict {said}. Thank you."
+    return f"Thank you: noted that this verdict {said} to you. You can change it with the other button."
 
 
 SOMETHING_WRONG = "Something went wrong on my side; please try again later."

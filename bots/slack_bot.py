@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from detector.vocabulary import Problem
 
 from .core import (
+    FEEDBACK_BUTTONS,
     FRIENDLY,
     NO_LINK,
     RATE_LIMITED,
@@ -53,6 +55,9 @@ SHORTCUT_ID = "check_for_deepfake"
 
 
 SEEN_TTL_S = 600  # longer than the 5 minutes a signed request is accepted for
+
+
+FEEDBACK_ACTION = re.compile(r"^feedback_(right|wrong)$")
 
 
 def mrkdwn_escape(text: str) -> str:
@@ -119,10 +124,16 @@ def render_blocks(reply: Reply) -> list[dict]:
                 {"type": "mrkdwn", "text": f"…and {len(reply.shots) - 10} more shots in the full report."}]})
     for w in reply.warnings[:5]:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f":warning: {mrkdwn_escape(w)}"}]})
+    actions = []
     if reply.report_url:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Full report"}, "url": reply.report_url,
-             "action_id": "open_report"}]})
+        actions.append({"type": "button", "text": {"type": "plain_text", "text": "Full report"},
+                        "url": reply.report_url, "action_id": "open_report"})
+    if reply.feedback and reply.check_id:  # "looks right / looks wrong": one opinion per person, changeable
+        actions += [{"type": "button", "text": {"type": "plain_text", "text": text, "emoji": True},
+                     "action_id": f"feedback_{opinion}", "value": reply.check_id}
+                    for opinion, text in FEEDBACK_BUTTONS.items()]
+    if actions:
+        blocks.append({"type": "actions", "elements": actions})
     return blocks
 
 
@@ -236,6 +247,17 @@ class SlackCheckBot(CheckBot):
         await self._from_message(client, shortcut["channel"]["id"], shortcut["user"]["id"], msg,
                                  msg.get("thread_ts") or msg["ts"])
 
+    async def feedback(self, body, action, client: AsyncWebClient) -> None:
+        """A "looks right / looks wrong" button under a verdict: stored for the person who
+        pressed it (team and user), answered with a message only they see, in the thread."""
+        opinion = action["action_id"].removeprefix("feedback_")
+        team = (body.get("team") or {}).get("id", "")
+        user = body["user"]["id"]
+        text = await self.give_feedback(action.get("value", ""), opinion, f"{team}:{user}")
+        msg = body.get("message") or {}
+        await client.chat_postEphemeral(channel=body["channel"]["id"], user=user, text=mrkdwn_escape(text),
+                                        thread_ts=msg.get("thread_ts") or msg.get("ts"))
+
     async def mention(self, event, client: AsyncWebClient) -> None:
         await self._from_message(client, event["channel"], event.get("user", ""), event,
                                  event.get("thread_ts") or event["ts"])
@@ -338,6 +360,8 @@ def build_app(settings: BotSettings, client: ServiceClient,
     app.command("/deepfake")(ack=bot.command_ack, lazy=[bot.command_check])
     app.shortcut(SHORTCUT_ID)(ack=bot.ack_now, lazy=[bot.shortcut])
     app.event("app_mention")(ack=bot.ack_now, lazy=[bot.mention])
+    app.action(FEEDBACK_ACTION)(ack=bot.ack_now, lazy=[bot.feedback])
+    app.action("open_report")(bot.ack_now)  # a link button: Slack opens it, and expects an ack
 
     @app.event("message")
     async def _ignore_other_messages(body):  # the app reads only what addresses it

@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from .core import (
+    FEEDBACK_BUTTONS,
     NO_LINK,
     RATE_LIMITED,
     SOMETHING_WRONG,
@@ -65,6 +75,17 @@ def render_html(reply: Reply) -> str:
     if reply.report_url:
         lines.append(f'\n<a href="{html.escape(reply.report_url, quote=True)}">Full report</a>')
     return "\n".join(lines)
+
+
+FEEDBACK_DATA = re.compile(r"^fb:(right|wrong):([0-9a-f]{32})$")  # callback data: 41 of Telegram's 64 bytes
+
+
+def feedback_markup(reply: Reply) -> InlineKeyboardMarkup | None:
+    """The "looks right / looks wrong" buttons under a verdict (none without one)."""
+    if not (reply.feedback and reply.check_id):
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(text, callback_data=f"fb:{opinion}:{reply.check_id}")
+                                  for opinion, text in FEEDBACK_BUTTONS.items()]])
 
 
 def _media(msg: Message):
@@ -123,6 +144,17 @@ class TelegramCheckBot(CheckBot):
             return  # a mention of someone else
         target = msg.reply_to_message if msg.reply_to_message and not (_links(msg) or _media(msg)[0]) else msg
         await self.check(update, context, target, explicit=True)
+
+    async def feedback_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A "looks right / looks wrong" button: stored for the person who pressed it (one
+        opinion each, changeable), answered with a short notice only they see."""
+        q = update.callback_query
+        m = FEEDBACK_DATA.match(q.data or "")
+        if m is None:
+            await q.answer()
+            return
+        text = await self.give_feedback(m.group(2), m.group(1), str(q.from_user.id))
+        await q.answer(text)
 
     # -- a check ----------------------------------------------------------------------------
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE, target: Message,
@@ -187,12 +219,12 @@ class TelegramConversation(Conversation):
         self.thread = target.message_thread_id if target.is_topic_message else None
         self.last_action = 0.0
 
-    async def _edit(self, text: str, html_mode: bool = False) -> None:
+    async def _edit(self, text: str, html_mode: bool = False, markup: InlineKeyboardMarkup | None = None) -> None:
         try:
             await self.bot.edit_message_text(text, chat_id=self.status_msg.chat_id,
                                              message_id=self.status_msg.message_id,
                                              parse_mode=ParseMode.HTML if html_mode else None,
-                                             disable_web_page_preview=True)
+                                             disable_web_page_preview=True, reply_markup=markup)
         except BadRequest as e:  # "message is not modified" and the like
             log.debug("edit skipped: %s", e)
 
@@ -200,7 +232,7 @@ class TelegramConversation(Conversation):
         await self._edit(text)
 
     async def result(self, reply: Reply) -> None:
-        await self._edit(render_html(reply), html_mode=True)
+        await self._edit(render_html(reply), html_mode=True, markup=feedback_markup(reply))
 
     async def working(self, event: dict) -> None:  # Telegram shows a chat action for about 5 s
         if time.monotonic() - self.last_action > 4.0:
@@ -247,6 +279,7 @@ def build_application(settings: BotSettings, client: ServiceClient) -> tuple[App
     app.add_handler(CommandHandler(["start", "help"], bot.start))
     app.add_handler(CommandHandler("about", bot.about))
     app.add_handler(CommandHandler("check", bot.check_command))
+    app.add_handler(CallbackQueryHandler(bot.feedback_button, pattern=FEEDBACK_DATA))
     private = filters.ChatType.PRIVATE & ~filters.COMMAND
     app.add_handler(MessageHandler(private & (filters.TEXT | filters.CAPTION | filters.PHOTO | filters.VIDEO
                                               | filters.ANIMATION | filters.Document.ALL | filters.VIDEO_NOTE),

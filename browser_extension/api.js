@@ -43,6 +43,7 @@ export const MESSAGES = {
   "unknown-check": "The service no longer knows this check (it may have expired); check the medium again.",
   "no-gallery": "This check has no gallery image yet.",
   "check-running": "The check is still running; it can be deleted once it has ended.",
+  "no-verdict": "This check ended without a verdict, so there is nothing to agree or disagree with.",
   "submission-in-progress": "The check is still being handed to the service; it continues by itself.",
   "no-face": "No face was found, so there is no score. That says nothing about whether it is authentic.",
   // bytes of a blob: video that the extension could not read from the page
@@ -156,6 +157,11 @@ export function submitFile(settings, blob, filename, idemKey) {
   form.append("file", blob, filename);
   return call(settings, "v1/checks", { method: "POST", body: form,
                                        headers: idemKey ? { "Idempotency-Key": idemKey } : {} });
+}
+
+export function sendFeedback(settings, id, opinion) {
+  return call(settings, `v1/checks/${id}/feedback`, { method: "PUT", body: JSON.stringify({ opinion }),
+                                                      headers: { "Content-Type": "application/json" } });
 }
 
 export function getCheck(settings, id) {

@@ -1,8 +1,8 @@
 // The service worker: context menu -> submit -> follow by polling -> storage -> views.
 // Everything a check needs is kept in chrome.storage.local, so when the browser stops
 // this worker mid-check, the next start (an alarm, the popup, any event) resumes it.
-import { ApiError, HISTORY_MAX, forwardOnly, MENU_ID, getCheck, getSettings, messageFor, pct, submitFile, submitUrl,
-         summarise } from "./api.js";
+import { ApiError, HISTORY_MAX, forwardOnly, MENU_ID, getCheck, getSettings, messageFor, pct, sendFeedback, submitFile,
+         submitUrl, summarise } from "./api.js";
 
 const POLL_MS = 1500;
 // Answers that pass: the service (or its store) is down for a while, or asks to slow down.
@@ -24,7 +24,29 @@ chrome.runtime.onMessage.addListener((msg, _sender, reply) => {
       .then(localId => reply({ localId }));
     return true;  // the answer comes after the check was created
   }
+  if (msg && msg.type === "feedback" && ["right", "wrong"].includes(msg.opinion)) {  // a popup button
+    giveFeedback(msg.localId, msg.opinion).then(reply);
+    return true;
+  }
 });
+
+// "Looks right / looks wrong" on a finished check: stored by the service (one opinion per
+// person, this token being one person's), remembered with the check to show which was pressed.
+async function giveFeedback(localId, opinion) {
+  const c = (await loadChecks()).find(x => x.localId === localId);
+  if (!c || !c.jobId) return { ok: false };
+  try {
+    const answer = await sendFeedback(await getSettings(), c.jobId, opinion);
+    const note = answer.previous && answer.previous !== opinion
+      ? `Changed: you now say this verdict looks ${opinion}. Thank you.`
+      : `Thank you: noted that this verdict looks ${opinion} to you.`;
+    await updateCheck(localId, { feedback: opinion, feedbackNote: note });
+    return { ok: true };
+  } catch (e) {
+    await updateCheck(localId, { feedbackNote: messageFor(e.code, e.detail) });
+    return { ok: false };
+  }
+}
 chrome.notifications.onClicked.addListener((id) => {
   chrome.storage.local.get("checks").then(({ checks }) => {
     const c = (checks || []).find(x => x.localId === id);

@@ -93,7 +93,21 @@ function detail(c) {
   }
   if (c.links && c.links.report_page)
     card.append(el("p", {}, el("a", { href: c.links.report_page, target: "_blank", text: "Full report" })));
+  if (r.score !== null && c.jobId) card.append(feedbackBox(c));
   return card;
+}
+
+// "Does this verdict look right to you?": one opinion per check, changeable; the pressed one is marked.
+const FEEDBACK = { right: "✓ Looks right", wrong: "✗ Looks wrong" };
+function feedbackBox(c) {
+  const box = el("div", { class: "feedback" }, el("div", { class: "muted", text: "Does this verdict look right to you?" }));
+  for (const [opinion, text] of Object.entries(FEEDBACK)) {
+    const b = el("button", { class: c.feedback === opinion ? "fb selected" : "fb", "data-opinion": opinion, text });
+    b.addEventListener("click", () => chrome.runtime.sendMessage({ type: "feedback", localId: c.localId, opinion }));
+    box.append(b);
+  }
+  if (c.feedbackNote) box.append(el("div", { class: "muted feedback-note", text: c.feedbackNote }));
+  return box;
 }
 
 function thumbs(shot) {

@@ -94,6 +94,7 @@ class Problem(StrEnum):
     NO_GALLERY = "no-gallery"
     SUBMISSION_IN_PROGRESS = "submission-in-progress"
     CHECK_RUNNING = "check-running"
+    NO_VERDICT = "no-verdict"  # feedback on a check that ended without a verdict
     RATE_LIMITED = "rate-limited"
     TOO_MANY_STREAMS = "too-many-streams"
     SERVICE_UNAVAILABLE = "service-unavailable"

@@ -23,7 +23,6 @@ the access log), ``events`` (server-sent events), ``uploads`` (multipart uploads
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -62,9 +61,11 @@ from .context import (
     callback_url_of,
     enqueue,
     job_or_404,
+    json_body,
     readable_job,
 )
 from .events import check_events
+from .feedback import get_feedback, put_feedback
 from .middleware import QuietAccessLogger, cors_middleware, error_middleware, metrics_middleware
 from .pages import model_card_page, report_page
 from .problems import ApiProblem
@@ -75,24 +76,6 @@ log = logging.getLogger(__name__)
 
 
 # -- handlers ------------------------------------------------------------------------------
-
-MAX_JSON_BYTES = 64 * 1024
-
-
-async def _json_body(request: web.Request):
-    """The JSON body, at most 64 KB; anything that is not plain JSON is a 400, not a 500
-    (deep nesting, 5,000-digit numbers, bad UTF-8)."""
-    announced = request.content_length or 0
-    raw = b"" if announced > MAX_JSON_BYTES else await request.content.read(MAX_JSON_BYTES + 1)
-    if announced > MAX_JSON_BYTES or len(raw) > MAX_JSON_BYTES:
-        raise ApiProblem(413, Problem.REQUEST_TOO_LARGE, "The request is too large",
-                         "JSON bodies are limited to 64 KB; send a medium as a multipart upload.")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
-        raise ApiProblem(400, Problem.BAD_REQUEST, "The body is not JSON",
-                         'Send JSON like {"url": "https://..."} or a multipart form with a "file".') from None
-
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as the IETF draft's keys are
 
@@ -128,7 +111,7 @@ async def _create_check(request: web.Request, owner: str) -> web.Response:
     if request.content_type.startswith("multipart/"):
         job_id, how, callback = await create_from_upload(request, owner)
     else:
-        body = await _json_body(request)
+        body = await json_body(request)
         url = body.get("url") if isinstance(body, dict) else None
         callback = await callback_url_of(request, body.get("callback_url") if isinstance(body, dict) else None)
         if not isinstance(url, str) or not url.strip():
@@ -200,6 +183,11 @@ async def report_html(request: web.Request) -> web.Response:
 
 async def model_card_handler(request: web.Request) -> web.Response:
     card = model_card()
+    # what the people who asked said about the verdicts, counted now
+    card["user_feedback"] = (await request.app[STORE].feedback_summary()).as_dict() | {
+        "note": "Readers can say whether a verdict looks right or wrong where they read it; a disputed "
+                "verdict is one at least one reader said looks wrong. Readers are not experts and "
+                "cannot see what the detector saw: this counts disagreement, it does not measure accuracy."}
     accept = request.headers.get("Accept", "")
     if "text/html" in accept and "application/json" not in accept:
         return web.Response(text=model_card_page(card), content_type="text/html")
@@ -233,6 +221,15 @@ async def metrics(request: web.Request) -> web.Response:
              "# TYPE deepfake_jobs_total counter"]
     for k, v in sorted(stats.items()):
         lines.append(f'deepfake_jobs_total{{outcome="{k}"}} {v}')
+    fb = await request.app[STORE].feedback_summary()
+    lines += ["# HELP deepfake_feedback_opinions Readers' opinions of verdicts now stored (one per reader per check).",
+              "# TYPE deepfake_feedback_opinions gauge",
+              f'deepfake_feedback_opinions{{opinion="right"}} {fb.right}',
+              f'deepfake_feedback_opinions{{opinion="wrong"}} {fb.wrong}',
+              "# HELP deepfake_feedback_checks Checks with feedback now stored, and those disputed (a reader said wrong).",
+              "# TYPE deepfake_feedback_checks gauge",
+              f'deepfake_feedback_checks{{kind="with_feedback"}} {fb.checks}',
+              f'deepfake_feedback_checks{{kind="disputed"}} {fb.disputed}']
     return web.Response(text=body + "\n".join(lines) + "\n", headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -287,6 +284,8 @@ def create_app(settings: ServiceSettings | None = None) -> web.Application:
         web.get("/v1/token", token_info),
         web.get("/v1/checks/{id}/events", check_events),  # extension_api/events.py
         web.get("/v1/checks/{id}/gallery.png", gallery),
+        web.put("/v1/checks/{id}/feedback", put_feedback),  # extension_api/feedback.py
+        web.get("/v1/checks/{id}/feedback", get_feedback),
         web.get("/v1/model-card", model_card_handler),
         web.get("/r/{id}", report_html),
         web.get("/healthz", healthz),

@@ -4,6 +4,7 @@ starts with: the token check, the job lookup, the public base URL, handing a job
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import redis.asyncio as aioredis
@@ -124,3 +125,21 @@ async def add_callback(request: web.Request, job_id: str, url: str, owner: str) 
         celery = request.app[CELERY]
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: celery.send_task(DELIVER_TASK, args=[job_id]))
+
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+async def json_body(request: web.Request):
+    """The JSON body, at most 64 KB; anything that is not plain JSON is a 400, not a 500
+    (deep nesting, 5,000-digit numbers, bad UTF-8)."""
+    announced = request.content_length or 0
+    raw = b"" if announced > MAX_JSON_BYTES else await request.content.read(MAX_JSON_BYTES + 1)
+    if announced > MAX_JSON_BYTES or len(raw) > MAX_JSON_BYTES:
+        raise ApiProblem(413, Problem.REQUEST_TOO_LARGE, "The request is too large",
+                         "JSON bodies are limited to 64 KB; send a medium as a multipart upload.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        raise ApiProblem(400, Problem.BAD_REQUEST, "The body is not JSON",
+                         'Send JSON like {"url": "https://..."} or a multipart form with a "file".') from None

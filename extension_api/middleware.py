@@ -71,7 +71,7 @@ async def cors_middleware(request: web.Request, handler):
         if not allowed:
             return web.Response(status=403)
         resp = web.Response(status=204)
-        resp.headers.update({"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        resp.headers.update({"Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
                              "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, Idempotency-Key",
                              "Access-Control-Max-Age": "600"})
     else:

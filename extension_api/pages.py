@@ -121,6 +121,15 @@ def _num(v, fmt="{:.3f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def disputed_sentence(fb: dict) -> str:
+    """'Readers disputed 3 of the 41 verdicts they gave feedback on (52 opinions: 44 right, 8 wrong).'"""
+    o = fb["opinions"]
+    if not fb["checks_with_feedback"]:
+        return "No reader has said yet whether a verdict looks right or wrong."
+    return (f"Readers disputed {fb['disputed']} of the {fb['checks_with_feedback']} verdicts they gave feedback on "
+            f"({o['right'] + o['wrong']} opinions: {o['right']} looks right, {o['wrong']} looks wrong).")
+
+
 def model_card_page(card: dict) -> str:
     rows = "".join(
         f"<tr><td>{escape(m['name'])}</td><td>{escape(m['version'])}</td><td>{escape(m['architecture'])}</td>"
@@ -167,6 +176,9 @@ def model_card_page(card: dict) -> str:
                      f"{g['min_face_px']} px, a video has under {g['min_video_bits_per_pixel']} bits per pixel, a JPEG "
                      f"has quality under {g['min_jpeg_quality']}, or fewer than {g['min_face_frames']} frames show a "
                      "scored face.</p>")
+    fb = card.get("user_feedback")
+    if fb:
+        parts.append(f"<h2>What readers said</h2><p>{disputed_sentence(fb)}</p><p class='muted'>{escape(fb['note'])}</p>")
     hist = "".join(f"<li><b>{escape(h['report_version'])}</b>: {escape(h['change'])}</li>"
                    for h in card.get("version_history", []))
     parts.append(f"<h2>Version history</h2><ul>{hist}</ul>"

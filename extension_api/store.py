@@ -13,7 +13,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from detector.vocabulary import Event, Problem, Stage, State
-from worker import keys
+from worker import feedback, keys
 from worker.settings import ServiceSettings
 
 from .problems import ApiProblem
@@ -201,6 +201,38 @@ class ApiStore:
         folders = (self.s.results_dir(jid), self.s.work_dir(jid))
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: [shutil.rmtree(d, ignore_errors=True) for d in folders])
+
+    # -- feedback (worker.feedback) ----------------------------------------------------------
+
+    async def set_feedback(self, job_id: str, who: str, opinion: feedback.Opinion, client: str) -> tuple[str | None, dict]:
+        """One person's opinion of a check (replacing theirs, if any): what they said before,
+        and the check's tally now. It lives as long as the check's record."""
+        key = keys.feedback(job_id)
+        p = self.r.pipeline()
+        p.hget(key, who)
+        p.hset(key, who, feedback.entry(opinion, client))
+        p.pttl(keys.job(job_id))
+        p.hvals(key)
+        before, _, ttl, values = await p.execute()
+        if ttl and ttl > 0:
+            await self.r.pexpire(key, ttl)
+        old = feedback.parse(before) if before else None
+        return (old["opinion"] if old else None), feedback.tally(values)
+
+    async def get_feedback(self, job_id: str, who: str) -> tuple[str | None, dict]:
+        p = self.r.pipeline()
+        p.hget(keys.feedback(job_id), who)
+        p.hvals(keys.feedback(job_id))
+        mine, values = await p.execute()
+        v = feedback.parse(mine) if mine else None
+        return (v["opinion"] if v else None), feedback.tally(values)
+
+    async def feedback_summary(self) -> feedback.Summary:
+        """Every check's feedback, counted (the model card's disputed verdicts, /metrics)."""
+        total = feedback.Summary()
+        async for k in self.r.scan_iter(match=keys.FEEDBACK_PATTERN, count=500):
+            total.add(feedback.tally(await self.r.hvals(k)))
+        return total
 
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.r.hgetall(keys.STATS)).items()}

@@ -68,6 +68,8 @@ class FakeSlack(FakeApi):
             ts = p.get("ts") or self.ts()
             p["_ts"] = ts  # what the caller was told
             out.update(channel=p.get("channel"), ts=ts, message={"text": p.get("text", ""), "ts": ts})
+        elif method == "chat.postEphemeral":
+            out.update(message_ts=self.ts())
         elif method == "files.getUploadURLExternal":
             fid = f"F{next(self.seq)}"
             out.update(file_id=fid, upload_url=f"{self.url}/upload/{fid}")

@@ -57,6 +57,16 @@ class FakeTelegram(FakeApi):
         self.updates.put_nowait({"update_id": next(self.update_ids), "message": message})
         return message
 
+    def press(self, data: str, user_id: int = 5, chat_id: int = 77, message_id: int = 1) -> str:
+        """A user pressing an inline button (a callback query); returns the query's id."""
+        qid = str(next(self.ids))
+        msg = {"message_id": message_id, "date": int(time.time()), "from": BOT_USER, "text": "result",
+               "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}}
+        self.updates.put_nowait({"update_id": next(self.update_ids), "callback_query": {
+            "id": qid, "from": {"id": user_id, "is_bot": False, "first_name": "Ana"}, "chat_instance": "ci",
+            "data": data, "message": msg}})
+        return qid
+
     # -- the server -----------------------------------------------------------------------
     async def file(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]

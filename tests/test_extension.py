@@ -260,6 +260,30 @@ def test_people_across_shots_in_the_popup(browser, service, media, two_people_vi
     page.close()
 
 
+def test_feedback_from_the_popup_is_stored_and_changeable(browser, service, media):
+    ctx, ext_id = browser
+    configure(ctx, ext_id, service.base, service.token("extension-feedback"))
+    media.routes["/img/fb-obama3.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                          shared("media", "unlabeled", "obama3.jpg").read_bytes())
+    local_id = click_menu(ctx, {"mediaType": "image", "srcUrl": media.url("/img/fb-obama3.jpg"),
+                                "pageUrl": media.url("/post")})
+    page = result_view(ctx, ext_id, local_id)
+    page.wait_for_selector(".card[data-state=done] .feedback button[data-opinion=wrong]")
+    job_id = page.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
+                           "checks.find(c => c.localId === id).jobId)", local_id)
+    opinions = lambda: sorted(json.loads(v)["opinion"] for v in service.redis.hgetall(f"df:feedback:{job_id}").values())
+    page.click(".feedback button[data-opinion=wrong]")
+    page.wait_for_selector(".feedback button.selected[data-opinion=wrong]")
+    assert opinions() == ["wrong"]
+    assert page.text_content(".feedback-note").startswith("Thank you: noted that this verdict looks wrong")
+    page.click(".feedback button[data-opinion=right]")
+    page.wait_for_selector(".feedback button.selected[data-opinion=right]")
+    assert opinions() == ["right"]  # changed, not added
+    assert page.text_content(".feedback-note").startswith("Changed")
+    page.screenshot(path=str(ART / "extension_feedback.png"), full_page=True)
+    page.close()
+
+
 def test_image_link_page_and_data_url_checks(browser, service, media):
     ctx, ext_id = browser
     configure(ctx, ext_id, service.base, service.token("extension-more"))

@@ -23,7 +23,7 @@ def traces(service, job_id: str, sha256: str | None = None) -> list[str]:
     """What the service still holds of a check: its keys, pointers to it, its folders."""
     r = service.redis
     left = [k for k in (f"df:job:{job_id}", f"df:events:{job_id}", f"df:readers:{job_id}",
-                        f"df:callbacks:{job_id}") if r.exists(k)]
+                        f"df:callbacks:{job_id}", f"df:feedback:{job_id}") if r.exists(k)]
     left += [k for k in r.scan_iter("df:url:*") if r.get(k) == job_id]
     if sha256 and r.get(f"df:sha:{sha256}") == job_id:
         left.append(f"df:sha:{sha256}")

@@ -325,3 +325,48 @@ async def test_people_across_shots_are_named_in_the_thread(slack, loopback, two_
     result = [p for p in fake.calls_of("chat.update") if p["channel"] == "C8" and p.get("blocks")][-1]
     texts = json.dumps(result["blocks"])
     assert "Person A (shots 1, 3): " in texts and "Person B (shots 2, 4): " in texts
+
+
+async def test_feedback_buttons_store_one_changeable_opinion_per_person(slack, loopback, service):
+    fake, url, http = slack
+    loopback.routes["/fb/biden.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                        shared("media", "unlabeled", "biden.jpg").read_bytes())
+    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
+             "event": {"type": "app_mention", "user": "U9", "channel": "C9", "ts": "1700000009.000100",
+                       "text": f"<@UBOT> real? <{loopback.url('/fb/biden.jpg')}>"}}
+    body = json.dumps(event)
+    headers = signed(body)
+    headers["Content-Type"] = "application/json"
+    async with http.post(url, data=body, headers=headers) as r:
+        assert r.status == 200
+    await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C9")
+    result = [p for p in fake.calls_of("chat.update") if p["channel"] == "C9" and p.get("blocks")][-1]
+    actions = [e for b in result["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    fb = {e["action_id"]: e for e in actions if e["action_id"].startswith("feedback_")}
+    assert [e["text"]["text"] for e in fb.values()] == ["👍 Looks right", "👎 Looks wrong"]
+    job_id = fb["feedback_right"]["value"]
+    assert fb["feedback_wrong"]["value"] == job_id
+
+    async def press(action_id, user):
+        payload = {"type": "block_actions", "trigger_id": f"3.{uuid.uuid4().hex}", "api_app_id": "A1",
+                   "token": "legacy", "team": {"id": "T1", "domain": "newsroom"},
+                   "user": {"id": user, "team_id": "T1"}, "channel": {"id": "C9", "name": "desk"},
+                   "container": {"type": "message", "message_ts": result["ts"], "channel_id": "C9"},
+                   "message": {"type": "message", "ts": result["ts"], "thread_ts": "1700000009.000100", "text": "…"},
+                   "actions": [{"type": "button", "action_id": action_id, "block_id": "fb", "value": job_id,
+                                "action_ts": str(time.time())}]}
+        form = urlencode({"payload": json.dumps(payload)})
+        n = len([p for p in fake.calls_of("chat.postEphemeral") if p["user"] == user])
+        async with http.post(url, data=form, headers=signed(form)) as r:
+            assert r.status == 200
+        await fake.wait_for(lambda m, p: len([q for q in fake.calls_of("chat.postEphemeral") if q["user"] == user]) > n)
+        told = [q for q in fake.calls_of("chat.postEphemeral") if q["user"] == user][-1]
+        assert told["channel"] == "C9" and told["thread_ts"] == "1700000009.000100"
+        return told["text"]
+
+    assert (await press("feedback_wrong", "U9")).startswith("Thank you: noted that this verdict looks wrong")
+    assert (await press("feedback_right", "U9")).startswith("Changed: you now say this verdict looks right")
+    assert (await press("feedback_wrong", "U10")).startswith("Thank you")
+    stored = sorted(json.loads(v)["opinion"] for v in service.redis.hgetall(f"df:feedback:{job_id}").values())
+    assert stored == ["right", "wrong"]

@@ -3,6 +3,7 @@
 
 import asyncio
 import html
+import json
 import uuid
 
 import aiohttp
@@ -213,3 +214,28 @@ async def test_people_across_shots_are_named_in_the_reply(tg, loopback, two_peop
     final = tg.calls_of("editMessageText")[-1]["text"]
     assert "Person A (shots 1, 3): " in final and "Person B (shots 2, 4): " in final
     assert final.index("Person A") < final.index("Person B") < final.index("Shot 1 (")
+
+
+async def test_feedback_buttons_store_one_changeable_opinion_per_person(tg, loopback, service):
+    loopback.routes["/fb/obama3.jpg"] = (200, {"Content-Type": "image/jpeg"},
+                                         shared("media", "unlabeled", "obama3.jpg").read_bytes())
+    msg = tg.push(tg.message(loopback.url("/fb/obama3.jpg")))
+    await tg.wait_for(lambda m, p: m == "sendPhoto" and p["reply_parameters"]["message_id"] == msg["message_id"])
+    final = tg.calls_of("editMessageText")[-1]
+    buttons = final["reply_markup"]["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["👍 Looks right", "👎 Looks wrong"]
+    right, wrong = (b["callback_data"] for b in buttons)
+    job_id = right.split(":")[2]
+    assert right == f"fb:right:{job_id}" and wrong == f"fb:wrong:{job_id}"
+
+    async def pressed(data, user_id):
+        qid = tg.press(data, user_id=user_id, message_id=final["message_id"])
+        return await tg.wait_for(lambda m, p: m == "answerCallbackQuery" and p["callback_query_id"] == qid)
+
+    assert (await pressed(right, 5))["text"].startswith("Thank you: noted that this verdict looks right")
+    assert (await pressed(wrong, 5))["text"].startswith("Changed: you now say this verdict looks wrong")
+    assert (await pressed(wrong, 6))["text"].startswith("Thank you")  # someone else in the chat
+    stored = [json.loads(v)["opinion"] for v in service.redis.hgetall(f"df:feedback:{job_id}").values()]
+    assert sorted(stored) == ["wrong", "wrong"]  # one each; the first person changed theirs
+    unknown = await pressed("fb:wrong:" + "0" * 32, 5)
+    assert unknown["text"] == FRIENDLY["unknown-check"]

@@ -9,6 +9,7 @@
   df:rl:{name}:{kind}:{minute}   counter for rate limits
   df:stats           hash: counters for /metrics
   df:callbacks:{id} hash: delivery id -> {"url", "owner", "attempts"}: callbacks still to deliver
+  df:feedback:{id}  hash: person's pseudonym -> {"opinion", "client", "at"} (worker.feedback)
   df:live            sorted set: queued or running job id -> time of its last sign of life (progress, heartbeat)
 """
 
@@ -35,9 +36,16 @@ def callbacks(job_id: str) -> str:
     return f"df:callbacks:{job_id}"
 
 
+def feedback(job_id: str) -> str:
+    return f"df:feedback:{job_id}"
+
+
+FEEDBACK_PATTERN = "df:feedback:*"
+
+
 def of_job(job_id: str) -> list[str]:
     """Every key that belongs to one check alone (erasing a check deletes these)."""
-    return [job(job_id), events(job_id), readers(job_id), callbacks(job_id)]
+    return [job(job_id), events(job_id), readers(job_id), callbacks(job_id), feedback(job_id)]
 
 
 def url_key(normalised: str) -> str:
