@@ -39,6 +39,19 @@ class Findings:
     sampled: list[int]
     thumbs: dict[int, np.ndarray]
     people: list[list[tuple[int, int]]] = field(default_factory=list)  # (shot, cluster id) per person
+    # person index -> the heat map of their most suspicious face (detector.explain.HeatMap, its overlay)
+    heatmaps: dict[int, tuple] = field(default_factory=dict)
+
+    def person_faces(self, k: int) -> list[tuple[int, float, int]]:
+        """Person ``k``'s most suspicious face in each of their clusters, as (shot, cluster
+        score, face index), the most suspicious first: [0] is the face the heat map explains."""
+        out = []
+        for s, c in self.people[k]:
+            members = self.clusters[s][c]
+            i = max(members, key=lambda i: self.faces[i].score)
+            out.append((s, cluster_score(self.faces[j].score for j in members), i))
+        out.sort(key=lambda t: (-t[1], -self.faces[t[2]].score))
+        return out
 
     def kept(self) -> list:
         return [self.faces[i] for cl in self.clusters.values() for c in cl for i in c]
@@ -98,16 +111,16 @@ def people_models(info: MediaInfo, found: Findings, shots: list[R.Shot]) -> list
     faces = found.faces
     out = []
     for k, refs in enumerate(found.people):
-        cls = [shots[s].clusters[c] for s, c in refs]
-        tops = []
-        for (s, c), cl in zip(refs, cls):
-            i = max(found.clusters[s][c], key=lambda i: faces[i].score)
-            tops.append(R.PersonFace(**face_model(faces[i], info).model_dump(), shot=s, cluster_score=cl.score,
-                                     thumbnail_jpeg_b64=thumb_b64(faces[i].crop)))
-        tops.sort(key=lambda f: (-f.cluster_score, -f.score))
+        tops = [R.PersonFace(**face_model(faces[i], info).model_dump(), shot=s, cluster_score=round(score, 4),
+                             thumbnail_jpeg_b64=thumb_b64(faces[i].crop))
+                for s, score, i in found.person_faces(k)[:R.PERSON_FACES]]
+        why = {}
+        if k in found.heatmaps:
+            hm, jpeg = found.heatmaps[k]
+            why = dict(heatmap_jpeg_b64=jpeg, heatmap_note=hm.sentence, heatmap_members=hm.members)
         out.append(R.Person(label=person_label(k), shots=sorted({s for s, _ in refs}),
                             clusters=[R.ClusterRef(shot=s, cluster=c) for s, c in refs],
-                            score=max(c.score for c in cls), faces=tops[:R.PERSON_FACES]))
+                            score=max(shots[s].clusters[c].score for s, c in refs), faces=tops, **why))
     return out
 
 

@@ -67,8 +67,9 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     footer = "" if gated or report.score is None else textwrap.fill(report.bands_note, int(per_line * 1.8))
     footer_in = (footer.count("\n") + 1) * FOOTER_PT * 1.5 / 72 if footer else 0.0
     people = report.people[:MAX_PEOPLE_ROWS]
-    cell_w = width / (1 + PERSON_FACES)  # a person's row: the name, then the faces
-    person_h = min(cell_w, 1.9) + 0.35
+    explained = any(p.heatmap_jpeg_b64 for p in people)
+    cell_w = width / (1 + explained + PERSON_FACES)  # a person's row: the name, the heat map, the faces
+    person_h = min(cell_w, 1.9) + 0.5  # with two lines of caption under the heat map
     people_in = person_h * len(people) + (0.15 if people else 0.0)
     shots_h = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
     fig = plt.figure(figsize=(width, shots_h), dpi=110)
@@ -86,14 +87,14 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
         fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
     fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     # the people's rows, placed under the shots once those are laid out
-    side = person_h - 0.35
+    side = person_h - 0.5
     for j, person in enumerate(people):
-        bottom = footer_in + person_h * (len(people) - 1 - j) + 0.3
+        bottom = footer_in + person_h * (len(people) - 1 - j) + 0.45
         axes = [fig.add_axes((0.0, bottom / height, cell_w / width, side / height))]
-        for c in range(len(person.faces)):
+        for c in range(len(person.faces) + explained):
             left = cell_w * (c + 1) + (cell_w - side) / 2
             axes.append(fig.add_axes((left / width, bottom / height, side / width, side / height)))
-        _person_row(axes, report, person, gated)
+        _person_row(axes, report, person, gated, explained)
     return fig
 
 
@@ -139,9 +140,10 @@ def _thumb(b64: str | None) -> np.ndarray | None:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-def _person_row(axes, report: Report, person, gated: bool) -> None:
-    """'Person B', where they appear and their score; then their most suspicious faces, each
-    bordered in its score's colour with its shot and score under it."""
+def _person_row(axes, report: Report, person, gated: bool, explained: bool = False) -> None:
+    """'Person B', where they appear and their score; the heat map of their most suspicious
+    face (why); then their most suspicious faces, each bordered in its score's colour with
+    its shot and score under it."""
     video = report.media.kind == "video"
     name = axes[0]
     name.axis("off")
@@ -150,6 +152,17 @@ def _person_row(axes, report: Report, person, gated: bool) -> None:
     text = label + (f"\n({shots}" if shots else "") + ("" if gated else f"\n{person.score * 100:.0f}%")
     name.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, fontweight="bold",
               color=score_colour(None if gated else person.score), transform=name.transAxes)
+    if explained:
+        why = axes[1]
+        img = _thumb(person.heatmap_jpeg_b64)
+        if img is not None:
+            why.imshow(img)
+            why.set_xlabel("why: where the detectors\nlooked most (red)", fontsize=9)
+        else:
+            why.axis("off")
+        why.set_xticks([])
+        why.set_yticks([])
+        axes = axes[:1] + axes[2:]
     for ax, face in zip(axes[1:], person.faces):
         img = _thumb(face.thumbnail_jpeg_b64)
         if img is not None:

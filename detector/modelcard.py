@@ -36,6 +36,16 @@ CAVEATS = [
     "higher than real photos: on the measured real clips it said 'uncertain', not 'likely authentic'.",
     "A deliberate attacker who knows the models can make a fake face pass (see 'Robustness').",
     "A video's score is that of its most suspicious shot and person: one manipulated face is enough.",
+    "People across shots are linked by face likeness (dlib descriptors): two look-alikes can be taken for one "
+    "person and one person seen very differently for two. The threshold errs toward splitting: measured on "
+    "held-out pairs, 0.04% of pairs of different people were joined.",
+    "Heat maps ('why') are Grad-CAM maps: where, in the pixels the detectors saw, a change would most move "
+    "the score, averaged over the detectors that allow it. They are coarse (a 7x7 grid for the default "
+    "detector), show where the models looked rather than which pixels were manipulated, and look just as "
+    "plausible on authentic faces; they are no evidence on their own.",
+    "Readers' feedback ('looks right / looks wrong') counts disagreement, not accuracy: readers are not "
+    "experts and cannot see what the detectors saw. The card's 'user_feedback' says how many verdicts "
+    "readers disputed.",
 ]
 
 VERSION_HISTORY = [
@@ -60,6 +70,11 @@ VERSION_HISTORY = [
                                           "low-resolution faces of both classes. DFDC test faces AUC 0.92 "
                                           "(MesoNet: 0.60), devset videos 0.90 (0.87) with balanced accuracy "
                                           "0.89 (0.78); no real photo of the check set called manipulated."},
+    {"report_version": "1.4.0", "change": "Plain words for readers: what the bands mean, what a shot is and "
+                                          "which is the most suspicious, inconclusive reasons with what to do next."},
+    {"report_version": "1.5.0", "change": "People across shots: each shot's clusters linked into people over "
+                                          "the whole video (score = max over their clusters); a Grad-CAM heat "
+                                          "map of each person's most suspicious face, with one sentence."},
 ]
 
 

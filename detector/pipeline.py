@@ -190,9 +190,11 @@ class Analyzer(LazyModel):
         if kept:
             progress(Event(Stage.SCORING, "Scored", done=len(kept), total=len(kept)))
 
-        report, keyframes = build_report(
-            fetched, info, Findings(spans, faces, clusters, dropped, sampled, thumbs, people), self.ensemble,
-            self.settings, self.device, timer.t)
+        found = Findings(spans, faces, clusters, dropped, sampled, thumbs, people)
+        if kept and s.explain_people:
+            with timer("explain"):
+                found.heatmaps = self._explain(found)
+        report, keyframes = build_report(fetched, info, found, self.ensemble, self.settings, self.device, timer.t)
         png = None
         if gallery:
             progress(Event(Stage.RENDERING, "Drawing the gallery"))
@@ -339,6 +341,19 @@ class Analyzer(LazyModel):
             groups, dropped[shot] = clusters_from_labels(labels, sampled[shot], s.min_cluster_fraction)
             clusters[shot] = [[idx[j] for j in g] for g in groups]
         return clusters, dropped, embedded
+
+    def _explain(self, found: Findings) -> dict[int, tuple]:
+        """Each person's heat map (detector.explain) over their most suspicious face, with its
+        overlay on the thumbnail crop as a JPEG."""
+        from .explain import grad_cam, jpeg_b64, overlay
+
+        out = {}
+        for k in range(min(len(found.people), self.settings.explain_people)):
+            f = found.faces[found.person_faces(k)[0][2]]
+            hm = grad_cam(self.ensemble, f.member_crops, f.box, CropSpec(margin=self.settings.face_margin))
+            if hm is not None:
+                out[k] = (hm, jpeg_b64(overlay(f.crop, hm.heat)))
+        return out
 
     def _embed(self, some: list[_Face], timer: _Timer) -> np.ndarray:
         """Descriptors of faces found without one (from their kept context), kept on each face

@@ -138,6 +138,11 @@ class Person(BaseModel):
     # Their most suspicious faces: each cluster's most suspicious face, the most suspicious
     # cluster first, at most PERSON_FACES, with thumbnails: the gallery's row for this person.
     faces: list[PersonFace] = Field(default_factory=list)
+    # Why (detector.explain): a heat map over faces[0], the regions that moved the ensemble's
+    # score most, with one plain sentence; none where no member allows it or it was not asked.
+    heatmap_jpeg_b64: str | None = None
+    heatmap_note: str | None = None
+    heatmap_members: list[str] = Field(default_factory=list)
 
     def where(self, kind: str = "video") -> str:
         """'Person B (shots 2, 5, 7)', 1-based as shots are shown; an image has no shots."""

@@ -97,6 +97,9 @@ class DetectorSettings(BaseSettings):
     # 0.04% of 499,500 LFW impostor pairs joined, 17/17 same-person pairs (a clip's first and
     # last thirds; three photos of one person, 0.34-0.46 apart).
     people_max_distance: float = 0.525
+    # Why: a Grad-CAM heat map of each person's most suspicious face (detector.explain), for
+    # at most this many people (the gallery's rows); 0 turns it off.
+    explain_people: int = 6
 
     # Reliability gate (detector/gate.py explains each threshold)
     gate_min_face_px: float = gate.MIN_FACE_PX

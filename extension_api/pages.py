@@ -22,6 +22,7 @@ img.gallery{width:100%;border-radius:8px;border:1px solid #ddd}.faces img{width:
 margin:4px;border:4px solid}.warn{background:#fff4d6;border-left:4px solid #e0a100;padding:8px 12px;margin:6px 0}
 a{color:#0b63c5}.person .faces{display:flex;flex-wrap:wrap;gap:6px}.person figure{margin:0;text-align:center}
 .person figcaption{font-size:.85rem;color:#444}
+.person .why{max-width:220px}.person .why img{width:160px;height:160px;border-radius:6px;border:4px solid #ddd}
 """
 
 
@@ -112,9 +113,12 @@ def _person_html(p, kind: str) -> str:
         f' src="data:image/jpeg;base64,{f.thumbnail_jpeg_b64}">'
         f"<figcaption>{'shot ' + str(f.shot + 1) + ': ' if kind == 'video' else ''}{escape(_pct(f.cluster_score))}"
         "</figcaption></figure>" for f in p.faces if f.thumbnail_jpeg_b64)
+    why = (f'<figure class="why"><img alt="heat map: where the detectors looked most" '
+           f'src="data:image/jpeg;base64,{p.heatmap_jpeg_b64}"><figcaption>{escape(p.heatmap_note or "")}'
+           "</figcaption></figure>" if p.heatmap_jpeg_b64 else "")
     return (f'<div class="person"><p><b>{escape(p.where(kind))}</b>: <span class="pill" '
             f'style="background:{score_colour(p.score)}">{escape(_pct(p.score))}</span></p>'
-            f'<div class="faces">{faces}</div></div>')
+            f'<div class="faces">{why}{faces}</div></div>')
 
 
 def _num(v, fmt="{:.3f}") -> str:

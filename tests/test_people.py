@@ -1,6 +1,8 @@
 """People across shots: linking each shot's clusters into identities (detector.people), on
 centroids the tests make and on a video made from shared photos of two people."""
 
+import html
+
 import numpy as np
 
 from detector.people import link_people, person_label, spread
@@ -67,6 +69,8 @@ def test_a_video_of_two_people_in_alternating_shots_has_two_people(analyzer, two
         assert p.score == max(r.shots[c.shot].clusters[c.cluster].score for c in p.clusters)
         assert [f.shot for f in p.faces] == sorted(p.shots, key=lambda k: -r.shots[k].score)
         assert all(f.thumbnail_jpeg_b64 for f in p.faces)
+        assert p.heatmap_jpeg_b64 and p.heatmap_note.startswith("Highlighted: the parts of this face")
+        assert sorted(p.heatmap_members) == sorted(m.name for m in r.models)
     assert r.score == max(p.score for p in r.people)
     assert a.gallery_png[:8] == PNG_MAGIC
 
@@ -81,9 +85,11 @@ def test_a_video_of_two_people_in_alternating_shots_has_two_people(analyzer, two
     assert all(w in str(render_blocks(reply)) for w in want)
     page = report_page(view, "/v1/model-card")
     assert "<h2>People</h2>" in page and "Person A (shots 1, 3)" in page and "Person B (shots 2, 4)" in page
+    assert page.count('<figure class="why">') == 2 and html.escape(r.people[0].heatmap_note) in page
     texts = [t for t, _ in _figure_texts(r, _keyframes(r, two_people_video))]
     assert any(t.startswith("Person A\n(shots 1, 3)") for t in texts)
     assert any(t.startswith("Person B\n(shots 2, 4)") for t in texts)
+    assert sum(t.startswith("why: where the detectors") for t in texts) == 2  # a heat map in each row
 
 
 def test_an_image_of_two_people_names_two_people_without_shots(analyzer):
