@@ -271,7 +271,8 @@ def test_feedback_from_the_popup_is_stored_and_changeable(browser, service, medi
     page.wait_for_selector(".card[data-state=done] .feedback button[data-opinion=wrong]")
     job_id = page.evaluate("(id) => chrome.storage.local.get('checks').then(({checks}) => "
                            "checks.find(c => c.localId === id).jobId)", local_id)
-    opinions = lambda: sorted(json.loads(v)["opinion"] for v in service.redis.hgetall(f"df:feedback:{job_id}").values())
+    def opinions():
+        return sorted(json.loads(v)["opinion"] for v in service.redis.hgetall(f"df:feedback:{job_id}").values())
     page.click(".feedback button[data-opinion=wrong]")
     page.wait_for_selector(".feedback button.selected[data-opinion=wrong]")
     assert opinions() == ["wrong"]
