@@ -139,10 +139,12 @@ class Reply:
     notes: list[str] = field(default_factory=list)  # what the bands mean; the shots, and the most suspicious
     people: list[str] = field(default_factory=list)  # "Person B (shots 2, 5, 7): 81%", with several people or shots
     shots: list[str] = field(default_factory=list)  # "Shot 1 (0:00.0–0:04.5): 87%", only with several shots
+    items: list[str] = field(default_factory=list)  # an album: "Photo 2: 81%" for each of its media
     warnings: list[str] = field(default_factory=list)
     report_url: str | None = None
     gallery_url: str | None = None
     seen_before: bool = False
+    reliable: bool = False  # a score shown as a finding (not held back by the reliability gate)
     check_id: str | None = None
     feedback: bool = False  # offer "looks right / looks wrong" (a verdict the service keeps)
 
@@ -177,7 +179,8 @@ def reply_from_view(view: dict, model_card_url: str | None = None) -> Reply:
     warnings = [w.message for w in r.warnings if w.code not in ("members_not_scored", "no_faces")]
     return Reply(headline=headline, score=r.score, notes=notes, people=people, shots=shots, warnings=warnings,
                  report_url=links.get("report_page"), gallery_url=links.get("gallery"),
-                 seen_before=bool(view.get("seen_before")), check_id=view.get("id"), feedback=r.score is not None)
+                 seen_before=bool(view.get("seen_before")), reliable=r.score is not None and not gated,
+                 check_id=view.get("id"), feedback=r.score is not None)
 
 
 def about_lines(card: dict) -> tuple[str, list[str], list[str]]:
@@ -295,6 +298,42 @@ class CheckBot:
             raise UserTold() from e
 
 
+    async def answer_album(self, conv: Conversation, submits: list[tuple[str, Callable[[], Awaitable[dict]]]]) -> None:
+        """An album (several media sent as one message): each medium is its own check on the
+        service, followed side by side; the asker gets one status, one reply naming every
+        item, and the most suspicious item's gallery."""
+        done = 0
+
+        async def one(submit) -> dict | str:
+            nonlocal done
+            try:
+                view = await self.client.follow(await submit(), _ignore)
+            except ServiceError as e:
+                view = friendly(e.problem)
+            except CheckRefused as e:
+                view = str(e)
+            done += 1
+            await conv.status(f"Checking {len(submits)} items… ({done} of {len(submits)} done)")
+            return view
+
+        try:
+            views = await asyncio.gather(*(one(s) for _, s in submits))
+            reply = album_reply([name for name, _ in submits], views)
+            if not self.client.retain:
+                reply.report_url, reply.feedback = None, False
+            await conv.result(reply)
+            if reply.score is not None and reply.gallery_url:
+                png = await self.client.gallery(reply.gallery_url)
+                if png:
+                    await conv.gallery(reply, png)
+            if not self.client.retain:
+                for v in views:
+                    if isinstance(v, dict):
+                        await self._erase(v["id"])
+        except Exception as e:
+            await conv.status(SOMETHING_WRONG)
+            raise UserTold() from e
+
     async def give_feedback(self, job_id: str, opinion: str, user: str) -> str:
         """Store one person's opinion of a verdict (a button they pressed); the sentence to show
         them: thanks, a change noted, or why it was not stored."""
@@ -316,6 +355,35 @@ class CheckRefused(Exception):
     file); its message is the sentence for the user."""
 
 
+async def _ignore(_event: dict) -> None:
+    return None
+
+
+def album_reply(names: list[str], views: list[dict | str]) -> Reply:
+    """One reply for an album: the most suspicious item's result (its headline, notes,
+    people, gallery and feedback buttons), with a line for every item. ``views`` are the
+    items' final job views, or the sentence of an item that could not be checked."""
+    replies = [reply_from_view(v) if isinstance(v, dict) else Reply(headline=v) for v in views]
+    scored = [k for k, r in enumerate(replies) if r.reliable]
+    top_k = max(scored, key=lambda k: replies[k].score) if scored else 0
+    top = replies[top_k]
+    items = []
+    for k, (name, r) in enumerate(zip(names, replies)):
+        if r.score is None:
+            what = "no face found" if isinstance(views[k], dict) and views[k].get("state") == State.DONE else r.headline
+        elif k not in scored:
+            what = "faces found, no reliable score"
+        else:
+            what = f"{r.score * 100:.0f}%"
+        items.append(f"{name} {k + 1}: {what}")
+    note = (f"The album has {len(names)} items; the most suspicious is {names[top_k].lower()} {top_k + 1}."
+            if scored else f"The album has {len(names)} items; none gave a reliable score.")
+    return Reply(headline=top.headline, score=top.score, notes=[note] + top.notes, people=top.people,
+                 shots=top.shots, items=items, warnings=top.warnings, report_url=top.report_url,
+                 gallery_url=top.gallery_url, reliable=top.reliable, check_id=top.check_id, feedback=top.feedback)
+
+
+MAX_ALBUM_ITEMS = 10  # Telegram's own limit of an album
 MAX_LINKS_PER_MESSAGE = 3  # each is its own check, with its own status and reply
 
 

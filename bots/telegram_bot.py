@@ -11,6 +11,7 @@ and the gallery photo with "Full report" and "Model card" buttons.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -31,6 +32,7 @@ from telegram.ext import (
 
 from .core import (
     FEEDBACK_BUTTONS,
+    MAX_ALBUM_ITEMS,
     NO_LINK,
     RATE_LIMITED,
     SOMETHING_WRONG,
@@ -64,6 +66,9 @@ def render_html(reply: Reply) -> str:
     if reply.seen_before:
         lines.append("<i>Checked before; this is the stored result.</i>")
     lines += [f"<i>{html.escape(n)}</i>" for n in reply.notes]
+    if reply.items:
+        lines.append("")
+        lines += [html.escape(i) for i in reply.items]
     if reply.people:
         lines.append("")
         lines += [html.escape(p) for p in reply.people]
@@ -112,7 +117,14 @@ def _links(msg: Message) -> list[str]:
     return find_links(msg.text or msg.caption, extra)
 
 
+ALBUM_WAIT_S = 1.5  # an album's items arrive within about a second of each other
+
+
 class TelegramCheckBot(CheckBot):
+    def __init__(self, settings, client: ServiceClient):
+        super().__init__(settings, client)
+        self.albums: dict[tuple, list[Message]] = {}  # (chat, media group) -> its messages so far
+        self.album_seen: dict[tuple, float] = {}  # when its last message came in
     # -- commands ---------------------------------------------------------------------------
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(HELP)
@@ -156,11 +168,63 @@ class TelegramCheckBot(CheckBot):
         text = await self.give_feedback(m.group(2), m.group(1), str(q.from_user.id))
         await q.answer(text)
 
+    # -- an album: its media arrive as separate messages sharing a media_group_id ------------
+    async def album_item(self, update: Update, context: ContextTypes.DEFAULT_TYPE, target: Message) -> None:
+        """Collect an album's messages; the first one starts the wait for the rest."""
+        key = (target.chat_id, target.media_group_id)
+        first = key not in self.albums
+        self.albums.setdefault(key, []).append(target)
+        self.album_seen[key] = time.monotonic()
+        if first:
+            context.application.create_task(self._album(update, context, key), update=update,
+                                            name=f"album-{target.chat_id}-{target.media_group_id}")
+
+    async def _album(self, update: Update, context: ContextTypes.DEFAULT_TYPE, key) -> None:
+        while time.monotonic() - self.album_seen[key] < ALBUM_WAIT_S:  # the last item came in
+            await asyncio.sleep(ALBUM_WAIT_S / 4)
+        msgs = sorted(self.albums.pop(key), key=lambda m: m.message_id)
+        del self.album_seen[key]
+        first = msgs[0]
+        user = str(update.effective_user.id if update.effective_user else first.chat_id)
+        if not self.limiter.allow(user):  # an album is one check for the per-user limit
+            await self._say(first, RATE_LIMITED)
+            return
+        taken, left = msgs[:MAX_ALBUM_ITEMS], msgs[MAX_ALBUM_ITEMS:]
+        if len(taken) == 1:  # e.g. in a group, only the item whose caption addressed the bot
+            media, filename = _media(first)
+            await self._run(context, first, await self._say(first, "Checking…"), None, media, filename)
+            return
+        status = await self._say(first, f"Checking {len(taken)} items…")
+        submits = []
+        for m in taken:
+            media, filename = _media(m)
+            name = "Photo" if m.photo else "Video" if (m.video or m.animation or m.video_note) else "File"
+            submits.append((name, self._file_submit(context, media, filename)))
+        if left:
+            await self._say(first, f"I check at most {MAX_ALBUM_ITEMS} items of an album; {len(left)} not checked.")
+        await self.answer_album(TelegramConversation(first, status, self.settings.model_card_url), submits)
+
+    def _file_submit(self, context, media, filename):
+        async def submit() -> dict:
+            if not self.settings.telegram_local_mode and (media.file_size or 0) > BOT_API_DOWNLOAD_LIMIT:
+                raise CheckRefused("That file is larger than the 20 MB that Telegram lets bots download.")
+            try:
+                tg_file = await context.bot.get_file(media.file_id)
+                data = bytes(await tg_file.download_as_bytearray())
+            except TelegramError as e:
+                log.warning("telegram would not give the file: %s", e)
+                raise CheckRefused("Telegram would not give me that file.") from e
+            return await self.client.submit_file(data, filename)
+        return submit
+
     # -- a check ----------------------------------------------------------------------------
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE, target: Message,
                     explicit: bool) -> None:
         links = _links(target)
         media, filename = _media(target)
+        if target.media_group_id and media is not None and not links:  # one item of an album
+            await self.album_item(update, context, target)
+            return
         if not links and media is None:
             if explicit:
                 await self._say(target, NO_LINK)
@@ -195,16 +259,15 @@ class TelegramCheckBot(CheckBot):
             disable_web_page_preview=True)
 
     async def _run(self, context, target: Message, status: Message, url: str | None, media, filename) -> None:
+        from_file = self._file_submit(context, media, filename) if url is None else None
+
         async def submit() -> dict:
             if url:
                 return await self.client.submit_url(url)
             try:
-                tg_file = await context.bot.get_file(media.file_id)
-                data = bytes(await tg_file.download_as_bytearray())
-            except TelegramError as e:
-                log.warning("telegram would not give the file: %s", e)
+                return await from_file()
+            except CheckRefused as e:
                 raise CheckRefused("Telegram would not give me that file; please send a link instead.") from e
-            return await self.client.submit_file(data, filename)
 
         await self.answer(TelegramConversation(target, status, self.settings.model_card_url), submit)
 

@@ -239,3 +239,23 @@ async def test_feedback_buttons_store_one_changeable_opinion_per_person(tg, loop
     assert sorted(stored) == ["wrong", "wrong"]  # one each; the first person changed theirs
     unknown = await pressed("fb:wrong:" + "0" * 32, 5)
     assert unknown["text"] == FRIENDLY["unknown-check"]
+
+
+async def test_an_album_is_one_check_with_one_reply(tg):
+    names = ("obama.jpg", "biden.jpg", "kate_siegel.jpg")
+    msgs = []
+    for k, name in enumerate(names):
+        data = shared("media", "unlabeled", name).read_bytes()
+        tg.files[f"alb{k}"] = data
+        msgs.append(tg.push(tg.message(None, media_group_id="album-1", photo=[
+            {"file_id": f"alb{k}", "file_unique_id": f"ua{k}", "width": 800, "height": 600, "file_size": len(data)}])))
+    photo = await tg.wait_for(lambda m, p: m == "sendPhoto" and p["reply_parameters"]["message_id"] == msgs[0]["message_id"])
+    await asyncio.sleep(1.0)  # nothing else comes
+    ids = {m["message_id"] for m in msgs}
+    statuses = [p for p in tg.calls_of("sendMessage") if (p.get("reply_parameters") or {}).get("message_id") in ids]
+    assert [p["text"] for p in statuses] == ["Checking 3 items…"]  # one status, for the first item
+    assert len([p for p in tg.calls_of("sendPhoto") if p["reply_parameters"]["message_id"] in ids]) == 1
+    final = tg.calls_of("editMessageText")[-1]["text"]
+    assert all(f"Photo {k}: " in final for k in (1, 2, 3)) and "The album has 3 items" in final
+    assert sorted(p["file_id"] for p in tg.calls_of("getFile")[-3:]) == ["alb0", "alb1", "alb2"]
+    assert photo["photo"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
