@@ -22,7 +22,7 @@ def fmt_score(score: float | None) -> str:
 
 HEADLINE_PT = 20
 FOOTER_PT = 11
-MAX_PEOPLE_ROWS = 6  # more people: the report lists them
+MAX_PEOPLE = 6  # the most suspicious; more people: the report lists them
 
 
 def render_gallery(report: Report, keyframes: dict[int, np.ndarray], max_cols: int = 3) -> bytes:
@@ -66,11 +66,16 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     # what the colours mean, under the panels (not where the gate holds the number back)
     footer = "" if gated or report.score is None else textwrap.fill(report.bands_note, int(per_line * 1.8))
     footer_in = (footer.count("\n") + 1) * FOOTER_PT * 1.5 / 72 if footer else 0.0
-    people = report.people[:MAX_PEOPLE_ROWS]
+    # the people, most suspicious first: one block each (name, heat map, faces), two blocks
+    # a row on a wide gallery
+    people = sorted(report.people, key=lambda p: -p.score)[:MAX_PEOPLE]
     explained = any(p.heatmap_jpeg_b64 for p in people)
-    cell_w = width / (1 + explained + PERSON_FACES)  # a person's row: the name, the heat map, the faces
-    person_h = min(cell_w, 1.9) + 0.5  # with two lines of caption under the heat map
-    people_in = person_h * len(people) + (0.15 if people else 0.0)
+    per_row = 2 if width >= 12 else 1
+    cell_w = width / (per_row * (1 + explained + PERSON_FACES))
+    side = min(cell_w - 0.1, 1.6)
+    person_h = side + 0.5  # with two lines of caption under the heat map
+    people_rows = math.ceil(len(people) / per_row)
+    people_in = person_h * people_rows + (0.15 if people else 0.0)
     shots_h = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
     fig = plt.figure(figsize=(width, shots_h), dpi=110)
     fig.patch.set_facecolor("white")
@@ -87,12 +92,14 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
         fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
     fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     # the people's rows, placed under the shots once those are laid out
-    side = person_h - 0.5
+    block_w = width / per_row
     for j, person in enumerate(people):
-        bottom = footer_in + person_h * (len(people) - 1 - j) + 0.45
-        axes = [fig.add_axes((0.0, bottom / height, cell_w / width, side / height))]
+        row, col = divmod(j, per_row)
+        bottom = footer_in + person_h * (people_rows - 1 - row) + 0.45
+        x0 = block_w * col
+        axes = [fig.add_axes((x0 / width, bottom / height, cell_w / width, side / height))]
         for c in range(len(person.faces) + explained):
-            left = cell_w * (c + 1) + (cell_w - side) / 2
+            left = x0 + cell_w * (c + 1) + (cell_w - side) / 2
             axes.append(fig.add_axes((left / width, bottom / height, side / width, side / height)))
         _person_row(axes, report, person, gated, explained)
     return fig
@@ -150,14 +157,14 @@ def _person_row(axes, report: Report, person, gated: bool, explained: bool = Fal
     where = person.where(report.media.kind)
     label, _, shots = where.partition(" (")
     text = label + (f"\n({shots}" if shots else "") + ("" if gated else f"\n{person.score * 100:.0f}%")
-    name.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, fontweight="bold",
+    name.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, fontweight="bold",
               color=score_colour(None if gated else person.score), transform=name.transAxes)
     if explained:
         why = axes[1]
         img = _thumb(person.heatmap_jpeg_b64)
         if img is not None:
             why.imshow(img)
-            why.set_xlabel("why: where the detectors\nlooked most (red)", fontsize=9)
+            why.set_xlabel("why: where the\ndetectors looked (red)", fontsize=8)
         else:
             why.axis("off")
         why.set_xticks([])
@@ -174,4 +181,4 @@ def _person_row(axes, report: Report, person, gated: bool, explained: bool = Fal
             spine.set_linewidth(5)
         caption = (f"shot {face.shot + 1}" if video else "") + ("" if gated else
                                                                f"{' · ' if video else ''}{face.cluster_score * 100:.0f}%")
-        ax.set_xlabel(caption, fontsize=11)
+        ax.set_xlabel(caption, fontsize=9)

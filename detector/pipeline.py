@@ -343,13 +343,15 @@ class Analyzer(LazyModel):
         return clusters, dropped, embedded
 
     def _explain(self, found: Findings) -> dict[int, tuple]:
-        """Each person's heat map (detector.explain) over their most suspicious face, with its
-        overlay on the thumbnail crop as a JPEG."""
+        """The heat maps (detector.explain) of the most suspicious people's most suspicious
+        faces (at most ``explain_people``, as many as the gallery shows), with each overlay on
+        the thumbnail crop as a JPEG."""
         from .explain import grad_cam, jpeg_b64, overlay
 
         out = {}
-        for k in range(min(len(found.people), self.settings.explain_people)):
-            f = found.faces[found.person_faces(k)[0][2]]
+        tops = {k: found.person_faces(k)[0] for k in range(len(found.people))}  # (shot, score, face)
+        for k in sorted(tops, key=lambda k: -tops[k][1])[:self.settings.explain_people]:  # most suspicious first
+            f = found.faces[tops[k][2]]
             hm = grad_cam(self.ensemble, f.member_crops, f.box, CropSpec(margin=self.settings.face_margin))
             if hm is not None:
                 out[k] = (hm, jpeg_b64(overlay(f.crop, hm.heat)))

@@ -93,10 +93,12 @@ class DetectorSettings(BaseSettings):
     min_cluster_fraction: float = 0.2
     # Linking clusters of different shots into people: Euclidean distance between cluster
     # centroids (mean descriptor of up to 3 faces). bench/calibrate_people.py chose it on one
-    # half (the largest joining at most 0.1% of impostor pairs) and measured on the other:
-    # 0.04% of 499,500 LFW impostor pairs joined, 17/17 same-person pairs (a clip's first and
-    # last thirds; three photos of one person, 0.34-0.46 apart).
-    people_max_distance: float = 0.525
+    # half (the largest joining at most 0.1% of LFW impostor pairs and of pairs of people on
+    # screen together in video) and measured on the other: 0 of 124,750 LFW pairs and 0 of 38
+    # crowd-video pairs joined, 15 of 17 same-person pairs (a clip's first and last thirds;
+    # three photos of one person). LFW alone had allowed 0.525, which joins 21% of those
+    # crowd pairs: dark, small, turned faces lie much closer than portrait photos.
+    people_max_distance: float = 0.375
     # Why: a Grad-CAM heat map of each person's most suspicious face (detector.explain), for
     # at most this many people (the gallery's rows); 0 turns it off.
     explain_people: int = 6

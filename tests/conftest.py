@@ -254,7 +254,7 @@ def _get_ok(requests, url: str) -> bool:
 @pytest.fixture(scope="session")
 def two_people_video(tmp_path_factory):
     """A 4-shot video made from shared photos of two people in alternating shots: Obama
-    (obama.jpg), Biden, Obama again (another photo, obama2.jpg), Biden mirrored; 2 s each."""
+    (obama.jpg), Biden, Obama again (another photo, obama3.jpg), Biden mirrored; 2 s each."""
     import numpy as np
     from PIL import Image
 
@@ -264,6 +264,6 @@ def two_people_video(tmp_path_factory):
         return np.asarray(Image.open(shared("media", "unlabeled", name)).convert("RGB"))
 
     biden = photo("biden.jpg")
-    return make_multishot_video([photo("obama.jpg"), biden, photo("obama2.jpg"), biden[:, ::-1]],
+    return make_multishot_video([photo("obama.jpg"), biden, photo("obama3.jpg"), biden[:, ::-1]],
                                 tmp_path_factory.mktemp("people") / "two_people_4shots.mp4",
                                 seconds_per_shot=2.0, fps=25, size=(640, 480))
