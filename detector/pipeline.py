@@ -74,8 +74,10 @@ class Analysis:
     scored_faces: list[ScoredFace] = field(default_factory=list)
     # Frames the one-pass decoder read (each once); None for images and the two-pass path.
     frames_decoded: int | None = None
-    # Faces the embedder was run on (every face in the 1.x clustering; only ambiguous ones now).
+    # Faces the embedder was run on (every face in the 1.x clustering; only ambiguous ones now),
+    # and of them, those embedded only to link people across shots (up to 3 a cluster).
     faces_embedded: int = 0
+    embedded_for_people: int = 0
 
 
 @dataclass
@@ -173,8 +175,8 @@ class Analyzer(LazyModel):
             clusters, dropped, embedded = self._cluster(faces, spans, sampled, timer)
         # the embeddings it needed are their own stage
         timer.t["clusters"] = round(timer.t["clusters"] - (timer.t.get("embeddings", 0.0) - embedding_s), 4)
-        people, more = self._people(faces, clusters, timer)
-        embedded += more
+        people, for_people = self._people(faces, clusters, timer)
+        embedded += for_people
         kept = [i for cl in clusters.values() for c in cl for i in c]
         if kept:
             progress(Event(Stage.SCORING, f"Scoring {len(kept)} face(s)", done=0, total=len(kept),
@@ -214,7 +216,7 @@ class Analyzer(LazyModel):
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
         places = [ScoredFace(k, c, faces[i].member_logits, faces[i].frame_index, faces[i].box) for k in clusters
                   for c, cl in enumerate(clusters[k]) for i in cl]
-        return Analysis(report, png, members, scored, places, decoded, embedded)
+        return Analysis(report, png, members, scored, places, decoded, embedded, for_people)
 
     def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """The frames to look at, as events: ``("early", index, RGB)`` for a frame the sampler
