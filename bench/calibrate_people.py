@@ -27,6 +27,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from calibrate_clustering import SHARED
+from calibrate_clustering import largest_face_embedding as largest  # this script's folder is on sys.path
 from PIL import Image
 
 from detector.embed import FaceEmbedder
@@ -34,16 +36,6 @@ from detector.faces import FaceDetector
 from detector.frames import read_frames
 from detector.people import FACES_PER_CLUSTER, spread
 from detector.tracks import link_tracks
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def largest(det, emb, rgb):
-    faces = det.detect([rgb])[0]
-    if not faces:
-        return None
-    f = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-    return emb.embed(rgb, [f.box])[0]
 
 
 def clip_halves(det, emb, path: Path):

@@ -31,6 +31,21 @@ def signed(body: str, secret: str = SECRET, ts: int | None = None) -> dict:
             "Content-Type": "application/x-www-form-urlencoded"}
 
 
+def mention_event(user: str, channel: str, ts: str, text: str) -> dict:
+    return {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+            "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
+            "event": {"type": "app_mention", "user": user, "channel": channel, "ts": ts, "text": text}}
+
+
+async def post_event(http, url: str, event: dict) -> None:
+    """One signed Events API request, as Slack sends it."""
+    body = json.dumps(event)
+    headers = signed(body)
+    headers["Content-Type"] = "application/json"
+    async with http.post(url, data=body, headers=headers) as r:
+        assert r.status == 200
+
+
 @pytest.fixture
 async def slack(service, request):
     fake = FakeSlack()
@@ -159,15 +174,8 @@ async def test_message_shortcut_and_mention_answer_in_that_thread(slack, loopbac
     assert done["thread_ts"] == "1700000000.000100"
     assert all(p["thread_ts"] == "1700000000.000100" for p in fake.calls_of("chat.postMessage"))
 
-    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
-             "event": {"type": "app_mention", "user": "U4", "channel": "C3", "ts": "1700000001.000200",
-                       "text": f"<@UBOT> check {loopback.url('/film.mp4')}"}}
-    body = json.dumps(event)
-    headers = signed(body)
-    headers["Content-Type"] = "application/json"
-    async with http.post(url, data=body, headers=headers) as r:
-        assert r.status == 200
+    await post_event(http, url, mention_event("U4", "C3", "1700000001.000200",
+                                             f"<@UBOT> check {loopback.url('/film.mp4')}"))
     done = await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C3")
     assert done["thread_ts"] == "1700000001.000200"
 
@@ -255,15 +263,8 @@ async def test_a_message_with_two_links_gets_two_checks_in_its_thread(slack, loo
         loopback.routes[f"/two/{name}"] = (200, {"Content-Type": "image/jpeg"},
                                            shared("media", "unlabeled", name).read_bytes())
     a, b = loopback.url("/two/obama.jpg"), loopback.url("/two/biden.jpg")
-    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
-             "event": {"type": "app_mention", "user": "U7", "channel": "C7", "ts": "1700000007.000100",
-                       "text": f"<@UBOT> are these real? <{a}> <{b}>"}}
-    body = json.dumps(event)
-    headers = signed(body)
-    headers["Content-Type"] = "application/json"
-    async with http.post(url, data=body, headers=headers) as r:
-        assert r.status == 200
+    await post_event(http, url, mention_event("U7", "C7", "1700000007.000100",
+                                             f"<@UBOT> are these real? <{a}> <{b}>"))
     await fake.wait_for(lambda m, p: len([q for q in fake.calls_of("files.completeUploadExternal")
                                           if q.get("channel_id") == "C7"]) == 2)
     starts = sorted(p["text"] for p in fake.calls_of("chat.postMessage") if p["channel"] == "C7")
@@ -312,15 +313,8 @@ async def test_the_bot_token_goes_to_slacks_file_hosts_only(loopback):
 async def test_people_across_shots_are_named_in_the_thread(slack, loopback, two_people_video):
     fake, url, http = slack
     loopback.routes["/people.mp4"] = (200, {"Content-Type": "video/mp4"}, two_people_video.read_bytes())
-    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
-             "event": {"type": "app_mention", "user": "U8", "channel": "C8", "ts": "1700000008.000100",
-                       "text": f"<@UBOT> who is this? <{loopback.url('/people.mp4')}>"}}
-    body = json.dumps(event)
-    headers = signed(body)
-    headers["Content-Type"] = "application/json"
-    async with http.post(url, data=body, headers=headers) as r:
-        assert r.status == 200
+    await post_event(http, url, mention_event("U8", "C8", "1700000008.000100",
+                                             f"<@UBOT> who is this? <{loopback.url('/people.mp4')}>"))
     await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C8")
     result = [p for p in fake.calls_of("chat.update") if p["channel"] == "C8" and p.get("blocks")][-1]
     texts = json.dumps(result["blocks"])
@@ -331,15 +325,8 @@ async def test_feedback_buttons_store_one_changeable_opinion_per_person(slack, l
     fake, url, http = slack
     loopback.routes["/fb/biden.jpg"] = (200, {"Content-Type": "image/jpeg"},
                                         shared("media", "unlabeled", "biden.jpg").read_bytes())
-    event = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
-             "event_id": f"Ev{uuid.uuid4().hex}", "event_time": int(time.time()),
-             "event": {"type": "app_mention", "user": "U9", "channel": "C9", "ts": "1700000009.000100",
-                       "text": f"<@UBOT> real? <{loopback.url('/fb/biden.jpg')}>"}}
-    body = json.dumps(event)
-    headers = signed(body)
-    headers["Content-Type"] = "application/json"
-    async with http.post(url, data=body, headers=headers) as r:
-        assert r.status == 200
+    await post_event(http, url, mention_event("U9", "C9", "1700000009.000100",
+                                             f"<@UBOT> real? <{loopback.url('/fb/biden.jpg')}>"))
     await fake.wait_for(lambda m, p: m == "files.completeUploadExternal" and p.get("channel_id") == "C9")
     result = [p for p in fake.calls_of("chat.update") if p["channel"] == "C9" and p.get("blocks")][-1]
     actions = [e for b in result["blocks"] if b["type"] == "actions" for e in b["elements"]]
