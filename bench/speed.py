@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "media"
-STAGES = ["fetch", "probe", "shots", "decode", "faces", "embeddings", "crops", "clusters", "scoring", "gallery"]
+STAGES = ["fetch", "probe", "shots", "decode", "faces", "embeddings", "crops", "clusters", "people", "scoring",
+          "explain", "gallery"]
 TRAINED = ["meso4-df", "meso4-f2f", "mesoinception4-df", "mesoinception4-f2f", "meve-lite0",
            "meve-lite0-detr-sine", "meve-lite0-detr-learned", "meve-lite0-multihead", "meve-mobilenetv2"]
 CONFIGS = {
