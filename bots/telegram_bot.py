@@ -54,8 +54,9 @@ from .settings import BotSettings, startup
 log = logging.getLogger(__name__)
 
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the public Bot API's getFile limit
-HELP = ("Send me a link to a video or an image, or the file itself (forwarded posts work too), and I'll "
-        "estimate how likely it is that the faces in it were manipulated, shot by shot.\n\n"
+HELP = ("Send me a link to a video or an image, or the file itself (forwarded posts work too; an album "
+        "is checked as one), and I'll estimate how likely it is that the faces in it were manipulated, shot "
+        "by shot and person by person. Under each result, tell me whether it looks right or wrong.\n\n"
         "In groups, reply to a message with /check, or mention me with a link.\n"
         "/about tells what the detectors can and cannot do.")
 

@@ -354,7 +354,11 @@ class Analyzer(LazyModel):
         tops = {k: found.person_faces(k)[0] for k in range(len(found.people))}  # (shot, score, face)
         for k in sorted(tops, key=lambda k: -tops[k][1])[:self.settings.explain_people]:  # most suspicious first
             f = found.faces[tops[k][2]]
-            hm = grad_cam(self.ensemble, f.member_crops, f.box, CropSpec(margin=self.settings.face_margin))
+            try:
+                hm = grad_cam(self.ensemble, f.member_crops, f.box, CropSpec(margin=self.settings.face_margin))
+            except RuntimeError:  # autograd refused a member's graph: the picture is left out, the score stands
+                log.exception("no heat map for person %d", k)
+                continue
             if hm is not None:
                 out[k] = (hm, jpeg_b64(overlay(f.crop, hm.heat)))
         return out

@@ -106,5 +106,6 @@ async def test_a_zero_retention_bot_answers_then_erases(service, zero_bot, loopb
     await zero_bot.answer(conv, submit)
     (reply,) = conv.results
     assert reply.score is not None and reply.report_url is None  # no link to a page that is gone
+    assert reply.feedback is False  # nor buttons for a check that is gone
     assert len(conv.galleries) == 1  # the gallery was fetched before the check was erased
     assert service.redis.hget(f"df:job:{ids[0]}", "retain") is None and traces(service, ids[0]) == []
