@@ -66,13 +66,13 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     # what the colours mean, under the panels (not where the gate holds the number back)
     footer = "" if gated or report.score is None else textwrap.fill(report.bands_note, int(per_line * 1.8))
     footer_in = (footer.count("\n") + 1) * FOOTER_PT * 1.5 / 72 if footer else 0.0
-    # the people, most suspicious first: one block each (name, heat map, faces), two blocks
-    # a row on a wide gallery
+    # the people, most suspicious first: a row each (name, heat map, faces), small enough that
+    # six of them do not dwarf the shots
     people = sorted(report.people, key=lambda p: -p.score)[:MAX_PEOPLE]
     explained = any(p.heatmap_jpeg_b64 for p in people)
-    per_row = 2 if width >= 12 else 1
-    cell_w = width / (per_row * (1 + explained + PERSON_FACES))
-    side = min(cell_w - 0.1, 1.6)
+    per_row = 1
+    cell_w = min(width / (1 + explained + PERSON_FACES), 1.45)
+    side = cell_w - 0.1
     person_h = side + 0.5  # with two lines of caption under the heat map
     people_rows = math.ceil(len(people) / per_row)
     people_in = person_h * people_rows + (0.15 if people else 0.0)

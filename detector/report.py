@@ -144,6 +144,11 @@ class Person(BaseModel):
     heatmap_note: str | None = None
     heatmap_members: list[str] = Field(default_factory=list)
 
+    @property
+    def representative(self) -> PersonFace | None:
+        """Their representative crop: the most suspicious face of their most suspicious cluster."""
+        return self.faces[0] if self.faces else None
+
     def where(self, kind: str = "video") -> str:
         """'Person B (shots 2, 5, 7)', 1-based as shots are shown; an image has no shots."""
         if kind != "video":
