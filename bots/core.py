@@ -279,16 +279,7 @@ class CheckBot:
         raised as :class:`UserTold` for the adapter's error handler."""
         try:
             view = await self.client.follow(await submit(), lambda ev: conv.status(stage_text(ev)), conv.working)
-            reply = reply_from_view(view)
-            if not self.client.retain:  # the report page and the check are erased once answered
-                reply.report_url, reply.feedback = None, False
-            await conv.result(reply)
-            if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
-                png = await self.client.gallery(reply.gallery_url)
-                if png:
-                    await conv.gallery(reply, png)
-            if not self.client.retain:
-                await self._erase(view["id"])
+            await self._deliver(conv, reply_from_view(view), [view["id"]])
         except ServiceError as e:
             await conv.status(friendly(e.problem))
         except CheckRefused as e:
@@ -318,21 +309,25 @@ class CheckBot:
 
         try:
             views = await asyncio.gather(*(one(s) for _, s in submits))
-            reply = album_reply([name for name, _ in submits], views)
-            if not self.client.retain:
-                reply.report_url, reply.feedback = None, False
-            await conv.result(reply)
-            if reply.score is not None and reply.gallery_url:
-                png = await self.client.gallery(reply.gallery_url)
-                if png:
-                    await conv.gallery(reply, png)
-            if not self.client.retain:
-                for v in views:
-                    if isinstance(v, dict):
-                        await self._erase(v["id"])
+            await self._deliver(conv, album_reply([name for name, _ in submits], views),
+                                [v["id"] for v in views if isinstance(v, dict)])
         except Exception as e:
             await conv.status(SOMETHING_WRONG)
             raise UserTold() from e
+
+    async def _deliver(self, conv: Conversation, reply: Reply, job_ids: list[str]) -> None:
+        """Show a finished check (its result, then its gallery); under zero retention, without
+        the links and buttons of a check that is then erased."""
+        if not self.client.retain:  # the report page and the check are erased once answered
+            reply.report_url, reply.feedback = None, False
+        await conv.result(reply)
+        if reply.score is not None and reply.gallery_url:  # nothing to show without a scored face
+            png = await self.client.gallery(reply.gallery_url)
+            if png:
+                await conv.gallery(reply, png)
+        if not self.client.retain:
+            for job_id in job_ids:
+                await self._erase(job_id)
 
     async def give_feedback(self, job_id: str, opinion: str, user: str) -> str:
         """Store one person's opinion of a verdict (a button they pressed); the sentence to show

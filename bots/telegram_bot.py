@@ -205,7 +205,9 @@ class TelegramCheckBot(CheckBot):
             await self._say(first, f"I check at most {MAX_ALBUM_ITEMS} items of an album; {len(left)} not checked.")
         await self.answer_album(TelegramConversation(first, status, self.settings.model_card_url), submits)
 
-    def _file_submit(self, context, media, filename):
+    def _file_submit(self, context, media, filename, advice: str = ""):
+        """Submitting a Telegram file: downloaded through the Bot API, then uploaded to the
+        service; ``advice`` ends the sentence of a file Telegram would not give."""
         async def submit() -> dict:
             if not self.settings.telegram_local_mode and (media.file_size or 0) > BOT_API_DOWNLOAD_LIMIT:
                 raise CheckRefused("That file is larger than the 20 MB that Telegram lets bots download.")
@@ -214,7 +216,7 @@ class TelegramCheckBot(CheckBot):
                 data = bytes(await tg_file.download_as_bytearray())
             except TelegramError as e:
                 log.warning("telegram would not give the file: %s", e)
-                raise CheckRefused("Telegram would not give me that file.") from e
+                raise CheckRefused("Telegram would not give me that file" + (advice or ".")) from e
             return await self.client.submit_file(data, filename)
         return submit
 
@@ -260,16 +262,10 @@ class TelegramCheckBot(CheckBot):
             disable_web_page_preview=True)
 
     async def _run(self, context, target: Message, status: Message, url: str | None, media, filename) -> None:
-        from_file = self._file_submit(context, media, filename) if url is None else None
+        async def submit_url() -> dict:
+            return await self.client.submit_url(url)
 
-        async def submit() -> dict:
-            if url:
-                return await self.client.submit_url(url)
-            try:
-                return await from_file()
-            except CheckRefused as e:
-                raise CheckRefused("Telegram would not give me that file; please send a link instead.") from e
-
+        submit = submit_url if url else self._file_submit(context, media, filename, "; please send a link instead.")
         await self.answer(TelegramConversation(target, status, self.settings.model_card_url), submit)
 
 

@@ -57,12 +57,18 @@ class Findings:
         return [self.faces[i] for cl in self.clusters.values() for c in cl for i in c]
 
 
+def jpeg_b64(rgb: np.ndarray, quality: int = 85) -> str:
+    """An RGB image as base64 JPEG, as the Report carries pictures."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
 def thumb_b64(crop: np.ndarray) -> str:
     import cv2
 
-    small = cv2.resize(crop, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return base64.b64encode(buf.tobytes()).decode("ascii")
+    return jpeg_b64(cv2.resize(crop, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA))
 
 
 def face_model(f, info: MediaInfo) -> R.FaceScore:

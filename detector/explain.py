@@ -16,7 +16,6 @@ face shows what the models looked at all the same.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -159,9 +158,3 @@ def overlay(crop: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarr
     weight = (alpha * np.clip(heat * 1.5, 0, 1))[..., None]  # cold regions stay the face itself
     return (face * (1 - weight) + colour * weight).astype(np.uint8)
 
-
-def jpeg_b64(rgb: np.ndarray) -> str:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    return base64.b64encode(buf.tobytes()).decode("ascii")

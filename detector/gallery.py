@@ -70,12 +70,10 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
     # six of them do not dwarf the shots
     people = sorted(report.people, key=lambda p: -p.score)[:MAX_PEOPLE]
     explained = any(p.heatmap_jpeg_b64 for p in people)
-    per_row = 1
     cell_w = min(width / (1 + explained + PERSON_FACES), 1.45)
     side = cell_w - 0.1
     person_h = side + 0.5  # with two lines of caption under the heat map
-    people_rows = math.ceil(len(people) / per_row)
-    people_in = person_h * people_rows + (0.15 if people else 0.0)
+    people_in = person_h * len(people) + (0.15 if people else 0.0)
     shots_h = panel_w * aspect * rows + 0.8 * rows + 0.2 + title_in + footer_in
     fig = plt.figure(figsize=(width, shots_h), dpi=110)
     fig.patch.set_facecolor("white")
@@ -92,14 +90,11 @@ def gallery_figure(report: Report, keyframes: dict[int, np.ndarray], max_cols: i
         fig.text(0.5, 0.004, footer, ha="center", va="bottom", fontsize=FOOTER_PT, color="#444444")
     fig.suptitle(headline, fontsize=HEADLINE_PT, fontweight="bold", color=colour, y=0.995)
     # the people's rows, placed under the shots once those are laid out
-    block_w = width / per_row
     for j, person in enumerate(people):
-        row, col = divmod(j, per_row)
-        bottom = footer_in + person_h * (people_rows - 1 - row) + 0.45
-        x0 = block_w * col
-        axes = [fig.add_axes((x0 / width, bottom / height, cell_w / width, side / height))]
+        bottom = footer_in + person_h * (len(people) - 1 - j) + 0.45
+        axes = [fig.add_axes((0.0, bottom / height, cell_w / width, side / height))]
         for c in range(len(person.faces) + explained):
-            left = x0 + cell_w * (c + 1) + (cell_w - side) / 2
+            left = cell_w * (c + 1) + (cell_w - side) / 2
             axes.append(fig.add_axes((left / width, bottom / height, side / width, side / height)))
         _person_row(axes, report, person, gated, explained)
     return fig

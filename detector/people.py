@@ -18,8 +18,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cluster import components
-
 FACES_PER_CLUSTER = 3  # descriptors averaged into a cluster's centroid: first, middle, last face
 
 
@@ -43,7 +41,6 @@ def link_people(shots: Sequence[int], centroids: np.ndarray, max_distance: float
                    if shots[i] != shots[j] and d[i, j] <= max_distance)
     group = list(range(n))  # cluster -> its person's id (the smallest cluster index in it)
     seen = {i: {shots[i]} for i in range(n)}  # person id -> the shots they are in
-    joined = []
     for _, i, j in pairs:
         a, b = group[i], group[j]
         if a == b or seen[a] & seen[b]:  # already one person, or both on screen in one shot
@@ -51,11 +48,9 @@ def link_people(shots: Sequence[int], centroids: np.ndarray, max_distance: float
         keep, gone = min(a, b), max(a, b)
         seen[keep] |= seen.pop(gone)
         group = [keep if g == gone else g for g in group]
-        joined.append((i, j))
-    labels = components(n, joined)
-    people: dict[int, list[int]] = {}
-    for i, lab in enumerate(labels):
-        people.setdefault(int(lab), []).append(i)
+    people: dict[int, list[int]] = {}  # by person id, i.e. in order of each person's first cluster
+    for i, g in enumerate(group):
+        people.setdefault(g, []).append(i)
     return list(people.values())
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import report as R
 from .aggregate import cluster_score, max_or_none
-from .assemble import Findings, build_report
+from .assemble import Findings, build_report, jpeg_b64
 from .cluster import clusters_from_labels, connected_components
 from .embed import face_context
 from .ensemble import Ensemble
@@ -348,7 +348,7 @@ class Analyzer(LazyModel):
         """The heat maps (detector.explain) of the most suspicious people's most suspicious
         faces (at most ``explain_people``, as many as the gallery shows), with each overlay on
         the thumbnail crop as a JPEG."""
-        from .explain import grad_cam, jpeg_b64, overlay
+        from .explain import grad_cam, overlay
 
         out = {}
         tops = {k: found.person_faces(k)[0] for k in range(len(found.people))}  # (shot, score, face)
@@ -360,7 +360,7 @@ class Analyzer(LazyModel):
                 log.exception("no heat map for person %d", k)
                 continue
             if hm is not None:
-                out[k] = (hm, jpeg_b64(overlay(f.crop, hm.heat)))
+                out[k] = (hm, jpeg_b64(overlay(f.crop, hm.heat), quality=88))
         return out
 
     def _embed(self, some: list[_Face], timer: _Timer) -> np.ndarray:

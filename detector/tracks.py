@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .cluster import components
+from .people import spread
 
 MIN_IOU = 0.3
 MAX_GAP = 1  # sampled frames a track may miss and still continue
@@ -64,12 +65,6 @@ def link_tracks(frames: Sequence[int], boxes: Sequence[tuple[float, float, float
     return track
 
 
-def _spread(members: list[int], n: int) -> list[int]:
-    if len(members) <= n:
-        return members
-    return [members[round(j * (len(members) - 1) / (n - 1))] for j in range(n)]
-
-
 def group_tracks(frames: Sequence[int], track: Sequence[int],
                  embed: Callable[[list[int]], np.ndarray], max_distance: float) -> tuple[list[int], int]:
     """A person label per face, and how many faces were embedded.
@@ -86,7 +81,7 @@ def group_tracks(frames: Sequence[int], track: Sequence[int],
     embedded = 0
     if open_pairs:
         need = sorted({t for pair in open_pairs for t in pair})
-        picked = {t: _spread(members[t], FACES_EMBEDDED_PER_TRACK) for t in need}
+        picked = {t: spread(members[t], FACES_EMBEDDED_PER_TRACK) for t in need}
         faces = [i for t in need for i in picked[t]]
         emb = dict(zip(faces, embed(faces).astype(np.float64)))
         embedded = len(faces)

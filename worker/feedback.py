@@ -8,7 +8,7 @@ check's record and is erased with it (:func:`worker.keys.of_job`).
 
 The API writes and reads it (extension_api.store); ``deepfake-feedback export`` writes a CSV
 of every check with feedback, beside its scores and model versions, for the people who
-evaluate the detectors; the model card and /metrics count it (:func:`summarise`).
+evaluate the detectors; the model card and /metrics count it (:class:`Summary`).
 """
 
 from __future__ import annotations
