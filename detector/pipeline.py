@@ -72,12 +72,15 @@ class Analysis:
     face_scores: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     # Every scored face's place and calibrated member logits, for fitting the ensemble rule.
     scored_faces: list[ScoredFace] = field(default_factory=list)
-    # Frames the one-pass decoder read (each once); None for images and the two-pass path.
+    # Frames the one-pass decoder decoded, left out (non-reference frames nobody looks at), and
+    # decoded again to fill a gap where a cut could lie; None for images and the two-pass path.
     frames_decoded: int | None = None
     # Faces the embedder was run on (every face in the 1.x clustering; only ambiguous ones now),
     # and of them, those embedded only to link people across shots (up to 3 a cluster).
     faces_embedded: int = 0
     embedded_for_people: int = 0
+    frames_left_out: int | None = None
+    frames_redecoded: int | None = None
 
 
 @dataclass
@@ -216,14 +219,15 @@ class Analyzer(LazyModel):
         scored = [(faces[i].score, faces[i].member_scores) for i in kept]
         places = [ScoredFace(k, c, faces[i].member_logits, faces[i].frame_index, faces[i].box) for k in clusters
                   for c, cl in enumerate(clusters[k]) for i in cl]
-        return Analysis(report, png, members, scored, places, decoded, embedded, for_people)
+        return Analysis(report, png, members, scored, places, faces_embedded=embedded, embedded_for_people=for_people,
+                        frames_decoded=decoded[0], frames_left_out=decoded[1], frames_redecoded=decoded[2])
 
     def _frames(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """The frames to look at, as events: ``("early", index, RGB)`` for a frame the sampler
         will probably take (one-pass: looked at while the rest decodes) and ``("frame", shot,
         index, RGB or None)`` for each frame it takes, in order (None: sent early). With it,
-        functions giving the shots and the frames decoded (complete once the events are
-        exhausted; None where the two-pass path does not count)."""
+        functions giving the shots and the frames (decoded, left out, decoded again) (complete
+        once the events are exhausted; None where the two-pass path does not count)."""
         from .frames import iter_unique
 
         s = self.settings
@@ -233,18 +237,18 @@ class Analyzer(LazyModel):
 
             with timer("decode"):
                 rgb = np.asarray(Image.open(path).convert("RGB"))
-            return iter([("frame", 0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: None
+            return iter([("frame", 0, 0, rgb)]), lambda: [ShotSpan(0, 1)], lambda: (None, None, None)
         if s.decode == "one-pass":
             progress(Event(Stage.SEGMENTING, "Reading the video: shots and faces in one pass"))
             overlap = s.overlap(self.device)
             scan = VideoScan(path, info.fps, budget, s.min_shot_s, s.shot_threshold, info.frame_count)
             events = Prefetch(scan.events(early=True)) if overlap else scan.events(early=False)
-            return events, lambda: scan.spans, lambda: scan.frames_decoded
+            return events, lambda: scan.spans, lambda: (scan.frames_decoded, scan.frames_left_out, scan.frames_redecoded)
         progress(Event(Stage.SEGMENTING, "Splitting the video into shots"))
         with timer("shots"):
             spans = split_shots(path, info.fps, info.frame_count, s.min_shot_s, s.shot_threshold).shots
         progress(Event(Stage.SEGMENTING, f"{len(spans)} shot(s)", counts={"shots": len(spans)}))
-        return (("frame", *f) for f in iter_unique(path, spans, budget)), lambda: spans, lambda: None
+        return (("frame", *f) for f in iter_unique(path, spans, budget)), lambda: spans, lambda: (None, None, None)
 
     def _detect(self, path: Path, info: MediaInfo, progress: ProgressFn, timer: _Timer):
         """Decode the sampled frames, detect and crop their faces, batch by batch."""

@@ -15,6 +15,14 @@ needs (a coarser grid of the same alignment). A cut both of whose neighbouring s
 already last the minimum is never merged away, so everything before it is final: its
 shots are sampled and handed on, and their frames freed. Memory is two stretches' grid
 frames, whatever the video's length (a cap applies to pathological runs of short cuts).
+
+Frames that will be neither kept nor looked at need no pixels beyond their cut score,
+and most of them are B-frames nothing is predicted from: those are not decoded at all
+(:mod:`detector.decode`; on a DFDC clip 121 of its 300 frames). The scan then scores
+the change across the gap they leave; where it is large enough that a cut could lie
+inside, or where a cut since made one of them a kept frame, the gap is decoded after all
+(from the packets already read), so the cuts and the frames kept are those a decode of
+every frame gives.
 """
 
 from __future__ import annotations
@@ -34,6 +42,49 @@ SCORE_WIDTH = 256  # PySceneDetect's DEFAULT_MIN_WIDTH
 # merged or not (a strobe, or a slideshow of flashes: some 130 1080p frames; ordinary footage,
 # whose cuts are mostly over the minimum apart, never gets here).
 MAX_PENDING_BYTES = 768 * 1024 * 1024
+# A gap of left-out frames is decoded after all when the change across it is at least this
+# share of the cut threshold. Measured (every frame decoded): across each cut of the 4-shot
+# clip and of an H.264 test clip, the change over 2 or 3 frames is 0.99-1.0 times the cut's
+# own; inside the shots of the devset videos and the crowd clip, at most 12.5 over 2 frames.
+GAP_FILL_FRACTION = 0.5
+# Leaving frames out stops for the rest of the video once filling gaps has decoded more frames
+# again than this share of the frames left out: a fill decodes the reference frames since the
+# last keyframe, each dearer than a B-frame left out, so past that it no longer pays.
+FILL_ALLOWANCE = 0.5
+
+
+def _small_hsv(frame) -> np.ndarray:
+    """The frame at PySceneDetect's scoring width, in HSV. 4:2:0 video (nearly all of it):
+    each of its Y, U, V planes shrunk bilinearly, then converted, a tenth of the cost of
+    converting the full frame first as PySceneDetect does; on the devset's 1080p clips the
+    scores differ from its by at most 0.3 (of a 27 threshold), at the 4-shot clip's cuts by
+    at most 4.3 (of 56), and the cuts are the same (tests/test_fast_path.py). Other formats:
+    PySceneDetect's way (the frame as OpenCV's reader gives it, bit for bit, then shrunk)."""
+    import cv2
+
+    w, h = frame.width, frame.height
+    f = w / SCORE_WIDTH if w > SCORE_WIDTH else 1.0
+    sw, sh = max(1, round(w / f)), max(1, round(h / f))
+    if frame.format.name == "yuv420p" and w >= 2 and h >= 2:
+        sw, sh = sw + (sw & 1), sh + (sh & 1)  # I420 wants even sides
+        planes = []
+        for plane, pw, ph, ow, oh in zip(frame.planes, (w, (w + 1) // 2, (w + 1) // 2),
+                                         (h, (h + 1) // 2, (h + 1) // 2), (sw, sw // 2, sw // 2), (sh, sh // 2, sh // 2)):
+            full = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+            planes.append(cv2.resize(full, (ow, oh), interpolation=cv2.INTER_LINEAR).ravel())
+        i420 = np.concatenate(planes).reshape(sh * 3 // 2, sw)
+        return cv2.cvtColor(cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), cv2.COLOR_BGR2HSV)
+    bgr = frame.to_ndarray(format="bgr24")
+    small = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_LINEAR) if f > 1.0 else bgr
+    return cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+
+
+def _rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+def _nbytes(frame) -> int:
+    return sum(p.buffer_size for p in frame.planes)
 
 
 def content_score(prev_hsv: np.ndarray, hsv: np.ndarray) -> float:
@@ -47,7 +98,7 @@ def content_score(prev_hsv: np.ndarray, hsv: np.ndarray) -> float:
 class _Stretch:
     start: int
     stride: int = 1
-    frames: dict[int, np.ndarray] = field(default_factory=dict)  # index -> BGR, on the grid
+    frames: dict = field(default_factory=dict)  # index -> decoded frame (av.VideoFrame), on the grid
     end: int | None = None
 
 
@@ -56,8 +107,11 @@ class VideoScan:
     shot; ``spans``, ``cuts`` and ``frames_decoded`` are complete once it is exhausted."""
 
     def __init__(self, path: Path | str, fps: float, budget: int, min_shot_s: float = 1.5,
-                 threshold: float = 27.0, expected_frames: int | None = None):
+                 threshold: float = 27.0, expected_frames: int | None = None, leave_out: bool = True):
         self.path = Path(path)
+        # Non-reference frames that will not be kept are not decoded (detector.decode); a gap
+        # they leave where a cut may lie is decoded after all. False: every frame decoded.
+        self.leave_out = leave_out
         # With the frame count the header gives, frames the sampler will take if no further cut
         # comes are handed on as they stream by (``events``), so faces can be looked for while
         # the rest decodes; a cut that changes the plan costs only those frames' detection.
@@ -68,13 +122,14 @@ class VideoScan:
         self.spans: list[ShotSpan] = []
         self.cuts: list[int] = []
         self.strengths: list[float] = []
-        self.frames_decoded = 0
+        # Frames the pass decoded, left out, and decoded again to fill a gap.
+        self.frames_decoded = self.frames_left_out = self.frames_redecoded = 0
 
     # -- keeping grid frames -----------------------------------------------------------------
 
-    def _keep(self, st: _Stretch, idx: int, bgr: np.ndarray) -> None:
+    def _keep(self, st: _Stretch, idx: int, frame) -> None:
         if idx % st.stride == 0:
-            st.frames[idx] = bgr
+            st.frames[idx] = frame
         limit = 2 * self.budget
         while grid_count(st.start, idx + 1, st.stride) > limit:
             st.stride *= 2
@@ -100,10 +155,9 @@ class VideoScan:
     def _settle(self, run: list[_Stretch], end: int) -> Iterator[tuple]:
         """Merge the run's stretches into shots (ending at ``end``) and yield their frames:
         ``("frame", shot, index, RGB)``, with RGB None for a frame already handed on early."""
-        import cv2
 
         shots = self._shots(run, end)
-        kept: dict[int, np.ndarray] = {}
+        kept: dict = {}
         for st in run:
             kept.update(st.frames)
         for span in shots:
@@ -111,15 +165,15 @@ class VideoScan:
             self.spans.append(span)
             last_sig = None
             for idx in sample_indices(span, self.budget):
-                bgr = kept.get(idx)
-                if bgr is None:  # only after a capped run: the nearest kept frame of the shot
+                frame = kept.get(idx)
+                if frame is None:  # only after a capped run: the nearest kept frame of the shot
                     near = [i for i in kept if span.start_frame <= i < span.end_frame]
                     if not near:
                         continue
                     idx = min(near, key=lambda i: abs(i - idx))
-                    bgr = kept[idx]
+                    frame = kept[idx]
                 sig = self._early.pop(idx, None)
-                rgb = None if sig is not None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                rgb = None if sig is not None else _rgb(frame)
                 if sig is None:
                     sig = _signature(rgb)
                 if last_sig is not None and float(np.abs(sig - last_sig).max()) <= DUPLICATE_MAX_DIFF:
@@ -137,51 +191,65 @@ class VideoScan:
         """``("early", index, RGB)`` for a frame the sampler will take if no further cut
         comes, as it streams by, and ``("frame", shot, index, RGB or None)`` for every frame
         it does take, once its shot settles (None: the frame was handed on early)."""
-        import cv2
+        from .decode import VideoDecoder
 
         self._strength: dict[int, float] = {}
         self._early: dict[int, np.ndarray] = {}  # handed on early -> its signature
-        cap = cv2.VideoCapture(str(self.path))
-        run = [_Stretch(0)]
-        planned_end = self.expected_frames if early else None
-        plan = self._plan(run, 0, planned_end)
-        prev_hsv = None
-        idx = 0
-        try:
-            while True:
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
-                    break
-                h, w = bgr.shape[:2]
-                f = w / SCORE_WIDTH if w > SCORE_WIDTH else 1.0
-                small = cv2.resize(bgr, (max(1, round(w / f)), max(1, round(h / f))),
-                                   interpolation=cv2.INTER_LINEAR) if f > 1.0 else bgr
-                hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-                if prev_hsv is not None:
-                    score = content_score(prev_hsv, hsv)
-                    if score >= self.threshold:
-                        self.cuts.append(idx)
-                        self.strengths.append(score)
-                        self._strength[idx] = score
-                        run[-1].end = idx
-                        run.append(_Stretch(idx))
-                        yield from self._maybe_settle(run)
-                        plan = self._plan(run, idx, planned_end)
-                prev_hsv = hsv
-                self._keep(run[-1], idx, bgr)
-                if idx in plan:
-                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                    self._early[idx] = _signature(rgb)
-                    yield "early", idx, rgb
-                idx += 1
-        finally:
-            cap.release()
-        self.frames_decoded = idx
-        if idx:
-            run[-1].end = idx
-            yield from self._settle(run, idx)
+        self._run = [_Stretch(0)]
+        self._planned_end = self.expected_frames if early else None
+        self._planned = self._plan(self._run, 0, self._planned_end)
+        self._prev: tuple[int, np.ndarray] | None = None  # the last frame scored: index, small HSV
+        dec = VideoDecoder(self.path, wanted=self._wanted if self.leave_out else None)
+        for idx, frame in dec:
+            hsv = _small_hsv(frame)
+            if self._prev is not None and idx > self._prev[0] + 1 and self._gap_matters(idx, hsv):
+                filled = dec.fill(self._prev[0] + 1, idx - 1)
+                for j in sorted(filled):
+                    yield from self._step(j, filled[j], _small_hsv(filled[j]))
+                if dec.redecoded > FILL_ALLOWANCE * dec.left_out:
+                    dec.stop_skipping()  # fills cost more than leaving frames out saves
+            yield from self._step(idx, frame, hsv)
+        self.frames_decoded, self.frames_left_out, self.frames_redecoded = dec.decoded, dec.left_out, dec.redecoded
+        n = self._prev[0] + 1 if self._prev else 0
+        if n:
+            self._run[-1].end = n
+            yield from self._settle(self._run, n)
         else:  # nothing decodes: one empty shot, as the two-pass split gives (no face, no score)
             self.spans.append(ShotSpan(0, 1))
+
+    def _wanted(self, idx: int) -> bool:
+        """Asked as a frame's packet goes to the decoder (a few frames ahead of the scan): will
+        the frame be kept? On the current stretch's grid, or planned to be handed on early."""
+        return idx % self._run[-1].stride == 0 or idx in self._planned
+
+    def _gap_matters(self, idx: int, hsv: np.ndarray) -> bool:
+        """Frames between the last scored one and ``idx`` were left out: fetch them if a cut
+        could lie among them (the change across the gap is large) or if one of them is kept
+        after all (a cut since its packet was sent restarted the grid)."""
+        a = self._prev[0]
+        if content_score(self._prev[1], hsv) >= GAP_FILL_FRACTION * self.threshold:
+            return True
+        return any(self._wanted(j) for j in range(a + 1, idx))
+
+    def _step(self, idx: int, frame, hsv: np.ndarray) -> Iterator[tuple]:
+        """One decoded frame: a cut before it?, kept on the grid, handed on early if planned."""
+        run = self._run
+        if self._prev is not None and self._prev[0] == idx - 1:  # over a gap left unfilled: no cut
+            score = content_score(self._prev[1], hsv)
+            if score >= self.threshold:
+                self.cuts.append(idx)
+                self.strengths.append(score)
+                self._strength[idx] = score
+                run[-1].end = idx
+                run.append(_Stretch(idx))
+                yield from self._maybe_settle(run)
+                self._planned = self._plan(run, idx, self._planned_end)
+        self._prev = (idx, hsv)
+        self._keep(run[-1], idx, frame)
+        if idx in self._planned:
+            rgb = _rgb(frame)
+            self._early[idx] = _signature(rgb)
+            yield "early", idx, rgb
 
     def _maybe_settle(self, run: list[_Stretch]) -> Iterator[tuple]:
         """Called when a new stretch starts: settle up to a cut that can no longer move."""
@@ -192,7 +260,7 @@ class VideoScan:
             settled = run[:-2]
             del run[:-2]
             yield from self._settle(settled, b.start)
-        elif sum(f.nbytes for st in run for f in st.frames.values()) > MAX_PENDING_BYTES:
+        elif sum(_nbytes(f) for st in run for f in st.frames.values()) > MAX_PENDING_BYTES:
             settled = run[:-1]
             del run[:-1]
             yield from self._settle(settled, run[0].start)

@@ -44,10 +44,57 @@ def test_one_decode_finds_the_same_shots_and_frames_as_two(three_shots_720p):
         want = [(s, i) for s, i, _ in iter_unique(path, ref.shots, 16)]
         scan = VideoScan(path, info.fps, 16)
         got = [(s, i) for s, i, _ in scan]
-        assert scan.frames_decoded == info.frame_count  # every frame read once, none again
+        # neither has B-frames: every frame decoded once, none left out, none again
+        assert (scan.frames_decoded, scan.frames_left_out, scan.frames_redecoded) == (info.frame_count, 0, 0)
         assert scan.spans == ref.shots and scan.cuts == ref.cuts
-        assert scan.strengths == pytest.approx(ref.strengths, abs=1e-6)
+        # cut scores from the small planes: close to PySceneDetect's (scores of 40-56)
+        assert scan.strengths == pytest.approx(ref.strengths, abs=4.5)
         assert got == want
+
+
+@pytest.fixture(scope="module")
+def cuts_on_b_frames(tmp_path_factory):
+    """H.264 with 3 non-reference B-frames between references, one keyframe, and cuts at
+    frames 75 and 150, both B-frames: a platform's fixed-GOP encode."""
+    return make_multishot_video([photo("obama.jpg"), photo("biden.jpg"), photo("kate_siegel.jpg")],
+                                tmp_path_factory.mktemp("h264") / "bframes.mp4", seconds_per_shot=3.0,
+                                fps=25, size=(1280, 720), codec="h264")
+
+
+def test_frames_nobody_looks_at_are_not_decoded_and_cuts_among_them_are_found(cuts_on_b_frames):
+    import av
+    import cv2
+
+    path = cuts_on_b_frames
+    info = probe(path)
+    with av.open(str(path)) as c:  # the clip is what it says: B-frames that are not references
+        c.streams.video[0].codec_context.skip_frame = "NONREF"
+        refs = [f.pts for f in c.decode(video=0)]
+    assert len(refs) < info.frame_count / 2
+    ref = split_shots(path, info.fps, info.frame_count)
+    assert ref.cuts == [75, 150]
+    want = list(iter_unique(path, ref.shots, 16))
+    scan = VideoScan(path, info.fps, 16)
+    got = list(scan)
+    assert scan.frames_left_out > 0 and scan.frames_decoded + scan.frames_left_out == info.frame_count
+    # each cut lies in a gap of left-out frames: filled from the kept packets, so the cuts, the
+    # shots and the sampled frames (pixel for pixel, as OpenCV decodes them) are a full decode's
+    assert 0 < scan.frames_redecoded < info.frame_count
+    assert scan.cuts == ref.cuts and scan.spans == ref.shots
+    assert [(s, i) for s, i, _ in got] == [(s, i) for s, i, _ in want]
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(got, want))
+    full = VideoScan(path, info.fps, 16, leave_out=False)
+    assert [(s, i) for s, i, _ in full] == [(s, i) for s, i, _ in got]
+    assert (full.frames_decoded, full.frames_left_out, full.frames_redecoded) == (info.frame_count, 0, 0)
+    cap = cv2.VideoCapture(str(path))  # and the frame numbers are OpenCV's
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(bgr)
+    assert len(frames) == info.frame_count
+    assert all(np.array_equal(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), rgb) for _, i, rgb in got)
 
 
 def test_a_run_of_short_cuts_is_merged_as_the_two_pass_split_merges_it(tmp_path):
@@ -212,3 +259,56 @@ def test_bf16_only_for_members_measured_to_allow_it(mesonet_store):
     forced = Analyzer(DetectorSettings(weights_dir=mesonet_store.root, precision="bf16"),
                       device="cpu").load().ensemble
     assert {forced.member_precision(m) for m in forced.members} == {"bf16"}
+
+
+def _h264_frames(n=60, size=(320, 240)):
+    """A grey ramp with a cut at frame 30 (to white), as RGB frames."""
+    w, h = size
+    return [np.full((h, w, 3), 40 + i if i < 30 else 230 - i, np.uint8) for i in range(n)]
+
+
+def _mux(path, frames, fps=25, broken_pts=False):
+    import av
+
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        st.options = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=none:scenecut=0"}
+        for rgb in [*frames, None]:
+            for pkt in st.encode(None if rgb is None else av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                if broken_pts:  # display times lost: decoding order in their place
+                    pkt.pts = pkt.dts
+                c.mux(pkt)
+    return path
+
+
+def _opencv_frames(path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return out
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+@pytest.mark.parametrize("ext", ["avi", "h264"])
+def test_containers_without_display_times_are_decoded_whole_and_numbered_as_opencv_does(tmp_path, ext):
+    # AVI keeps decoding order only, a raw stream no times at all: nothing can be left out
+    path = _mux(tmp_path / f"b.{ext}", _h264_frames())
+    want = _opencv_frames(path)
+    scan = VideoScan(path, 25, 8, min_shot_s=0.4)
+    got = list(scan)
+    assert (scan.frames_decoded, scan.frames_left_out) == (len(want), 0) and scan.cuts == [30]
+    assert got and all(np.array_equal(rgb, want[i]) for _, i, rgb in got)
+
+
+def test_timestamps_out_of_display_order_turn_leaving_out_off(tmp_path):
+    path = _mux(tmp_path / "broken.mkv", _h264_frames(), broken_pts=True)
+    scan = VideoScan(path, 25, 8, min_shot_s=0.4)
+    idx = [i for _, i, _ in scan]
+    # numbered as they come once the times are found wanting; the cut is still found
+    assert idx == sorted(set(idx)) and len(scan.cuts) == 1 and abs(scan.cuts[0] - 30) <= 2
+    assert scan.frames_decoded == 60 and max(idx) <= 60
