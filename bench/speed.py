@@ -1,7 +1,8 @@
 """How fast a check runs, stage by stage, before and after the fast path, and whether the
 fast path still gives the same answers.
 
-    python bench/speed.py [--members default|trained|a,b,...] [--device cpu|cuda] [--precision-check] [FILES...]
+    python bench/speed.py [--members default|trained|a,b,...] [--device cpu|cuda] [--repeat N] [--devset]
+                          [--precision-check] [FILES...]
 
 For the devset videos and the crowd clip (or FILES), each setting runs in a process of
 its own, as a worker would (models loaded once and warmed up on the first file, outside
@@ -20,6 +21,7 @@ prints the largest change of the ensemble's and of each member's probability.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import resource
 import subprocess
@@ -35,7 +37,7 @@ TRAINED = ["meso4-df", "meso4-f2f", "mesoinception4-df", "mesoinception4-f2f", "
            "meve-lite0-detr-sine", "meve-lite0-detr-learned", "meve-lite0-multihead", "meve-mobilenetv2"]
 CONFIGS = {
     "before": dict(decode="two-pass", detect_max_side=1280, detect_full_res_refine=False,
-                   cluster_embeddings="all", precision="fp32"),
+                   cluster_embeddings="all", precision="fp32", face_confirm_prob=None),
     "after": {},
 }
 
@@ -52,20 +54,24 @@ def _settings(config: str, members, device: str, **extra):
     return DetectorSettings(members=members, device=device, **{**CONFIGS[config], **extra})
 
 
-def measure(config: str, members, device: str, files: list[Path]) -> dict:
-    """One setting over every file, in this process."""
+def measure(config: str, members, device: str, files: list[Path], repeat: int = 1) -> dict:
+    """One setting over every file, in this process; with ``repeat``, the run of median total."""
     from detector.pipeline import Analyzer, run
 
     analyzer = Analyzer(_settings(config, members, device)).load()
     run(str(files[0]), analyzer)  # warm up (kernel selection, caches, matplotlib), as a worker that has run once
     rows = []
     for f in files:
-        t = time.perf_counter()
-        a = run(str(f), analyzer)
-        total = time.perf_counter() - t
+        runs = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            a = run(str(f), analyzer)
+            runs.append((time.perf_counter() - t, a))
+        total, a = sorted(runs, key=lambda ta: ta[0])[len(runs) // 2]
         r = a.report
         rows.append(dict(file=f.name, duration=r.media.duration_s or 0.0, total=total, timings=r.timings_s,
                          score=r.score, shots=len(r.shots), scored=len(a.face_scores),
+                         frames=(a.frames_decoded, a.frames_left_out, a.frames_redecoded),
                          scored_boxes=[(f.frame_index, f.box) for f in a.scored_faces]))
     return dict(rows=rows, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 members=[m.member.name for m in analyzer.ensemble.members],
@@ -112,7 +118,7 @@ def table(name: str, result: dict) -> None:
     print(f"\n== {name}: {result['device']}, {result['precision']}, members: {', '.join(result['members'])}; "
           f"peak memory {result['peak_rss_mb']:.0f} MB")
     print(f"{'file':<26} {'dur s':>5} {'faces':>5} " + " ".join(f"{s[:9]:>9}" for s in STAGES)
-          + f" {'total':>6} {'RTF':>5} {'top %':>5} {'faces/s':>7} {'score':>6}")
+          + f" {'total':>6} {'RTF':>5} {'top %':>5} {'faces/s':>7} {'score':>6}  (largest; frames decoded/left out/again)")
     for r in result["rows"]:
         t = r["timings"]
         top = max(STAGES, key=lambda s: t.get(s, 0.0))
@@ -120,8 +126,9 @@ def table(name: str, result: dict) -> None:
         score = "-" if r["score"] is None else f"{r['score']:.3f}"
         print(f"{r['file'][:26]:<26} {r['duration']:>5.1f} {r['scored']:>5} "
               + " ".join(f"{t.get(s, 0.0):>9.2f}" for s in STAGES)
-              + f" {r['total']:>6.2f} {r['total'] / max(r['duration'], 1e-9):>5.2f} "
-              f"{100 * t.get(top, 0.0) / r['total']:>4.0f}% {rate:>7.1f} {score:>6}  ({top})")
+              + f" {r['total']:>6.2f} " + (f"{r['total'] / r['duration']:>5.2f} " if r["duration"] else f"{'-':>5} ")
+              + f"{100 * t.get(top, 0.0) / r['total']:>4.0f}% {rate:>7.1f} {score:>6}  ({top}; "
+              + ("-" if r["frames"][0] is None else "/".join(map(str, r["frames"]))) + ")")
 
 
 def compare(before: dict, after: dict) -> None:
@@ -151,21 +158,27 @@ def main() -> None:
     p.add_argument("--precision-check", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for 'after' (e.g. detect_min_face_px=16), to measure one change")
+    p.add_argument("--repeat", type=int, default=1, help="runs per file; the one of median total is shown")
+    p.add_argument("--devset", action="store_true", help="every medium of devset/labels.csv (and the crowd clip)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one setting, print JSON
     a = p.parse_args()
-    files = a.files or [*sorted((SHARED / "devset" / "videos").glob("*.mp4")),
-                        SHARED / "unlabeled" / "crowd_single_shot.mp4"]
+    if a.devset:
+        with open(SHARED / "devset" / "labels.csv") as fh:
+            media = [SHARED / "devset" / row["path"] for row in csv.DictReader(fh)]
+    else:
+        media = sorted((SHARED / "devset" / "videos").glob("*.mp4"))
+    files = a.files or [*media, SHARED / "unlabeled" / "crowd_single_shot.mp4"]
     for kv in a.set:
         key, _, value = kv.partition("=")
         CONFIGS["after"][key] = value
     if a.one:
-        print(json.dumps(measure(a.one, _members(a.members), a.device, files)))
+        print(json.dumps(measure(a.one, _members(a.members), a.device, files, a.repeat)))
         return
     results = {}
     sets = [x for kv in a.set for x in ("--set", kv)]
     for config in a.configs.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", config, "--members", a.members,
-                              "--device", a.device, *sets, *map(str, files)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, __file__, "--one", config, "--members", a.members, "--device",
+                              a.device, "--repeat", str(a.repeat), *sets, *map(str, files)], capture_output=True, text=True,
                              cwd=ROOT)
         if out.returncode:
             sys.exit(f"{config} failed:\n{out.stderr[-3000:]}")

@@ -189,9 +189,11 @@ class Ensemble(LazyModel):
             out = []
             with torch.inference_mode(), autocast(self.device, self.member_precision(m)):
                 for i in range(0, len(arr), self.batch_size):
-                    x = torch.from_numpy(arr[i:i + self.batch_size]).to(self.device)
+                    chunk = arr[i:i + self.batch_size]
+                    n = len(chunk)
+                    x = torch.from_numpy(_padded(chunk, self.batch_size)).to(self.device)
                     x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-                    out.append(m.logits(x).float().cpu())
+                    out.append(m.logits(x).float().cpu()[:n])
             per_logit[m.member.name] = torch.cat(out)
         combined = self.combine(torch.stack([per_logit[n] for n in names]))
         return FaceScores(combined.numpy().astype(np.float32), {n: v.numpy() for n, v in per_logit.items()})
@@ -200,6 +202,19 @@ class Ensemble(LazyModel):
         """The ensemble's fake probability per face, and each member's calibrated probabilities."""
         s = self.score(crops)
         return s.combined, s.probabilities()
+
+
+def _padded(chunk: np.ndarray, batch_size: int) -> np.ndarray:
+    """The batch padded with black crops to the next power of two (at most ``batch_size``):
+    each new batch shape costs oneDNN a kernel set-up on its first use (measured: 15 faces
+    scored in 0.58 s the first time, 0.17 s after), so a worker sees six shapes, not 32.
+    The members score each crop on its own (BatchNorm in eval mode), so padding changes
+    no score."""
+    n = len(chunk)
+    size = min(batch_size, 1 << max(0, n - 1).bit_length())
+    if size <= n:
+        return chunk
+    return np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
 
 
 @dataclass

@@ -104,8 +104,11 @@ class FaceDetector(LazyModel):
 
     def __init__(self, device: str = "cpu", min_prob: float = 0.95, min_size: int = 40,
                  max_side: int = 640, batch_size: int = 16, full_res_refine: bool = True,
-                 min_face_px: int | None = None):
+                 min_face_px: int | None = None, small_min_prob: float | None = None):
         self.device = device
+        # Frames searched downscaled (stages 1-2 small, O-Net on the full frame): faces down to
+        # this probability are returned too, for the caller to confirm or drop (None: min_prob).
+        self.small_min_prob = small_min_prob
         # MTCNN's smallest face, in the pixels it searches (default: half the kept minimum)
         self.min_face_px = min_face_px or max(12, min_size // 2)
         # Downscaled frames: the last stage on the full-resolution frame (detector/mtcnn.py),
@@ -125,7 +128,8 @@ class FaceDetector(LazyModel):
 
     def detect(self, frames: list[np.ndarray], max_side: int | None = None) -> list[list[Detection]]:
         """Faces in each RGB frame (frames of one video share their size); ``max_side``
-        overrides the detector's own."""
+        overrides the detector's own. On frames searched downscaled, faces from
+        ``small_min_prob`` up are returned as well."""
         import cv2
         import torch
 
@@ -139,10 +143,12 @@ class FaceDetector(LazyModel):
             if scale < 1.0:
                 size = (int(round(w * scale)), int(round(h * scale)))
                 small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch]
+            min_prob = self.min_prob
             with torch.inference_mode():
                 if scale < 1.0 and self.full_res_refine:
                     boxes, probs = detect_two_scale(self.mtcnn, small, batch, scale)
                     scale = 1.0  # its boxes are in full-frame pixels already
+                    min_prob = min(min_prob, self.small_min_prob or min_prob)
                 else:
                     boxes, probs = self.mtcnn.detect(np.stack(small))
             for fb, fp in zip(boxes, probs):
@@ -150,7 +156,7 @@ class FaceDetector(LazyModel):
                 if fb is not None:
                     for b, p in zip(fb, fp):
                         b = tuple(float(v) / scale for v in b)
-                        if p is None or p < self.min_prob:
+                        if p is None or p < min_prob:
                             continue
                         if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
                             continue

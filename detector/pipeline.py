@@ -36,7 +36,7 @@ from .probe import Limits, MediaInfo, probe
 from .scan import Prefetch, VideoScan
 from .settings import DetectorSettings
 from .shots import ShotSpan, split_shots
-from .tracks import group_tracks, link_tracks
+from .tracks import confirmed, group_tracks, link_tracks
 from .vocabulary import Event, Stage, State
 from .weights import WeightStore
 
@@ -142,7 +142,7 @@ class Analyzer(LazyModel):
         s = self.settings
         self.detector = FaceDetector(self.device, s.face_min_prob, s.face_min_size, s.detect_max_side,
                                      full_res_refine=s.detect_full_res_refine,
-                                     min_face_px=s.detect_min_face_px)
+                                     min_face_px=s.detect_min_face_px, small_min_prob=s.face_confirm_prob)
         self.embedder = FaceEmbedder()
         self.ensemble = Ensemble(manifest or load_manifest(), WeightStore(s.resolved_weights_dir()),
                                  self.device, s.members, s.batch_size, CropSpec(margin=s.face_margin),
@@ -269,7 +269,8 @@ class Analyzer(LazyModel):
                 return
             looked.update(self._look_at(batch, info.kind, timer))
             n = len(looked)
-            progress(Event(Stage.DETECTING_FACES, f"{sum(len(v[1]) for v in looked.values())} face(s) so far",
+            sure = sum(f[0].prob >= self.settings.face_min_prob for v in looked.values() for f in v[1])
+            progress(Event(Stage.DETECTING_FACES, f"{sure} face(s) so far",
                        done=n, total=max(n, expected()), counts={"shots": len(shots())}))
 
         taken: list[tuple[int, int]] = []  # (shot, frame index) the sampler took, in order
@@ -296,7 +297,27 @@ class Analyzer(LazyModel):
         look(early)
         look(late)
         spans = shots()
+        self._confirm(taken, looked)
         return (*_gather(taken, looked, len(spans)), spans, decoded())
+
+    def _confirm(self, taken: list[tuple[int, int]], looked: dict[int, tuple]) -> None:
+        """Drop the less sure faces (found on frames searched downscaled) that no sure face of a
+        neighbouring sampled frame confirms (:func:`detector.tracks.confirmed`); a photo's are
+        all dropped (it has no neighbours)."""
+        by_shot: dict[int, list[tuple[int, int, int]]] = {}  # shot -> (position, frame index, face)
+        position: dict[int, int] = {}
+        for shot, idx in taken:
+            position[shot] = position.get(shot, -1) + 1
+            by_shot.setdefault(shot, []).extend((position[shot], idx, k) for k in range(len(looked[idx][1])))
+        keep = set()
+        for faces in by_shot.values():
+            dets = [looked[idx][1][k][0] for _, idx, k in faces]
+            ok = confirmed([pos for pos, _, _ in faces], [d.box for d in dets], [d.prob for d in dets],
+                           self.settings.face_min_prob)
+            keep |= {(idx, k) for (_, idx, k), sure in zip(faces, ok) if sure}
+        for idx in {idx for _, idx in taken}:
+            small, found = looked[idx]
+            looked[idx] = (small, [f for k, f in enumerate(found) if (idx, k) in keep])
 
     def _look_at(self, batch: list[tuple[int, np.ndarray]], kind: str, timer: _Timer) -> dict[int, tuple]:
         """Faces in each (index, RGB) frame: a keyframe-size copy of the frame and, per face,

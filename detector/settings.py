@@ -80,6 +80,14 @@ class DetectorSettings(BaseSettings):
     # whose manifest entry names none (each trained member names its own: CropSpec).
     face_margin: float = 1.3
     face_min_prob: float = 0.90  # dark or small faces score 0.87-0.96; clusters filter stray hits
+    # Frames searched downscaled: a face O-Net is less sure of (from this probability up to
+    # face_min_prob) is kept where a sure face of the previous or next sampled frame of its shot
+    # lies in the same place (IoU >= 0.5, detector.tracks.confirmed). How sure O-Net is of a dark
+    # face depends on the proposal it refines, and proposals found at 640 px differ from those of
+    # a full-size search: a DFDC face the 1280 px search judged 0.932 came out at 0.734, between
+    # sure faces (0.97, 0.99) in the same place. A frame searched at the size the 1.x pipeline
+    # used is judged as it judged it. None: face_min_prob alone (the 1.x pipeline).
+    face_confirm_prob: float | None = 0.70
     face_min_size: int = probe.MIN_SIDE  # px, in the original frame
     # dlib's 128-d descriptors, Euclidean distance. bench/calibrate_clustering.py measured
     # (500 LFW faces, 124,750 impostor pairs; 566 same-person pairs from 22 one-face clips):

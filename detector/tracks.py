@@ -23,6 +23,7 @@ from .people import spread
 MIN_IOU = 0.3
 MAX_GAP = 1  # sampled frames a track may miss and still continue
 FACES_EMBEDDED_PER_TRACK = 3  # first, middle and last
+CONFIRM_MIN_IOU = 0.5  # a less sure face confirmed by a sure one of a neighbouring frame
 
 
 def iou(a, b) -> float:
@@ -63,6 +64,17 @@ def link_tracks(frames: Sequence[int], boxes: Sequence[tuple[float, float, float
             else:
                 last[track[i]] = (pos, i)
     return track
+
+
+def confirmed(frames: Sequence[int], boxes: Sequence[tuple[float, float, float, float]], probs: Sequence[float],
+              min_prob: float, min_iou: float = CONFIRM_MIN_IOU) -> list[bool]:
+    """Which faces to keep: every face MTCNN is sure of (``prob >= min_prob``), and a less
+    sure one where a sure face of the previous or next sampled frame lies in the same place
+    (IoU >= ``min_iou``): the same face, in a frame where the detector wavered. ``frames[i]``
+    is face i's position among its shot's sampled frames."""
+    sure = [i for i, p in enumerate(probs) if p >= min_prob]
+    return [p >= min_prob or any(abs(frames[j] - frames[i]) == 1 and iou(boxes[j], boxes[i]) >= min_iou
+                                 for j in sure) for i, p in enumerate(probs)]
 
 
 def group_tracks(frames: Sequence[int], track: Sequence[int],

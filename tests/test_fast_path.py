@@ -17,12 +17,12 @@ from detector.probe import probe
 from detector.scan import VideoScan
 from detector.settings import DetectorSettings
 from detector.shots import ShotSpan, split_shots
-from detector.tracks import group_tracks, iou, link_tracks
+from detector.tracks import confirmed, group_tracks, iou, link_tracks
 
 from .conftest import ROOT, shared
 
 REFERENCE = dict(decode="two-pass", detect_max_side=1280, detect_full_res_refine=False,
-                 cluster_embeddings="all", precision="fp32")
+                 cluster_embeddings="all", precision="fp32", face_confirm_prob=None)
 
 
 def photo(name):
@@ -172,6 +172,17 @@ def test_overlapping_boxes_are_one_track_and_need_no_embedding():
     assert n == 0 and single == [0, 0, 0] and len(calls) == 1  # one track: no embedder at all
     crowd, n = group_tracks([0, 0, 0], [0, 1, 2], embed, 0.5)
     assert n == 0 and len(set(crowd)) == 3  # three faces of one frame are three people
+
+
+def test_a_less_sure_face_is_kept_where_a_sure_face_of_a_neighbouring_frame_confirms_it():
+    box, moved, far = (100, 100, 200, 220), (104, 102, 204, 222), (400, 100, 500, 220)
+    frames = [0, 1, 2, 3, 5, 7, 8]  # positions among a shot's sampled frames
+    boxes = [box, moved, box, far, box, box, far]
+    probs = [0.97, 0.75, 0.99, 0.80, 0.75, 0.95, 0.80]
+    # 1: between two sure faces in its place; 3: next to a sure face, elsewhere in the frame;
+    # 4: no neighbouring frame has a face; 6: its neighbour's sure face lies elsewhere
+    assert confirmed(frames, boxes, probs, 0.9) == [True, True, True, False, False, True, False]
+    assert confirmed(frames, boxes, probs, 0.7) == [True] * 7
 
 
 def test_fast_and_reference_paths_agree(mesonet_store, three_shots_720p):

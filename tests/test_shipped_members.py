@@ -58,3 +58,24 @@ def test_a_heavily_compressed_image_is_inconclusive_not_a_verdict(shipped_analyz
     assert r.score is not None  # kept for experts
     assert r.verdict is Verdict.inconclusive and [w.code for w in r.inconclusive_reasons] == ["heavy_compression"]
     assert r.verdict_note.startswith("Inconclusive because the image is heavily compressed (JPEG quality about 1")
+
+
+def test_a_face_scores_the_same_alone_and_in_a_padded_batch(shipped_analyzer):
+    """Batches are padded with black crops to a power of two (one kernel set-up per shape):
+    no member lets one crop of a batch change another's score."""
+    import numpy as np
+
+    from detector.ensemble import _padded
+
+    rng = np.random.default_rng(0)
+    photo = shipped_photo()
+    crops = [np.ascontiguousarray(photo[y:y + 200, x:x + 200]) for y, x in rng.integers(0, 150, (5, 2))]
+    ens = shipped_analyzer.ensemble
+    together = ens.score(crops)
+    alone = [ens.score([c]) for c in crops]
+    for name, logits in together.logits.items():
+        assert logits.shape == (5,)
+        assert np.allclose(logits, [a.logits[name][0] for a in alone], atol=1e-4)
+    assert len(_padded(np.zeros((5, 4, 4, 3), np.uint8), 32)) == 8
+    assert len(_padded(np.zeros((32, 4, 4, 3), np.uint8), 32)) == 32
+    assert len(_padded(np.zeros((1, 4, 4, 3), np.uint8), 32)) == 1
