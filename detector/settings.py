@@ -86,7 +86,7 @@ class DetectorSettings(BaseSettings):
     # face depends on the proposal it refines, and proposals found at 640 px differ from those of
     # a full-size search: a DFDC face the 1280 px search judged 0.932 came out at 0.734, between
     # sure faces (0.97, 0.99) in the same place. A frame searched at the size the 1.x pipeline
-    # used is judged as it judged it. None: face_min_prob alone (the 1.x pipeline).
+    # used is judged as it judged it. None (or face_min_prob): face_min_prob alone (the 1.x pipeline).
     face_confirm_prob: float | None = 0.70
     face_min_size: int = probe.MIN_SIDE  # px, in the original frame
     # dlib's 128-d descriptors, Euclidean distance. bench/calibrate_clustering.py measured
