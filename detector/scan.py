@@ -18,7 +18,7 @@ frames, whatever the video's length (a cap applies to pathological runs of short
 
 Frames that will be neither kept nor looked at need no pixels beyond their cut score,
 and most of them are B-frames nothing is predicted from: those are not decoded at all
-(:mod:`detector.decode`; on a DFDC clip 121 of its 300 frames). The scan then scores
+(:mod:`detector.decode`; 119-130 of the 300 frames of the DFDC clips). The scan then scores
 the change across the gap they leave; where it is large enough that a cut could lie
 inside, or where a cut since made one of them a kept frame, the gap is decoded after all
 (from the packets already read), so the cuts and the frames kept are those a decode of

@@ -61,8 +61,8 @@ class DetectorSettings(BaseSettings):
     decode: Literal["one-pass", "two-pass"] = "one-pass"
     # One-pass only: decode in a thread of its own while faces are looked for in the frames the
     # sampler will take if no further cut comes. "auto": where faces are found on a GPU. On the
-    # 2-core CPU, bench/speed.py measured it slower (the two compete for the cores; DFDC clip
-    # 2.36 s in turn, 2.75 s overlapped with a core left to each), so there it is off.
+    # 2-core CPU it does not pay (the two compete for the cores; the 1080p DFDC clips took
+    # 1.57 / 1.90 s overlapped, 1.40-1.75 / 1.72-1.84 s in turn), so there it is off.
     overlap_decode: Literal["auto", "on", "off"] = "auto"
     frames_per_shot_gpu: int = 64
     frames_per_shot_cpu: int = 16
