@@ -268,7 +268,7 @@ class VideoScan:
 
 class Prefetch:
     """Iterate ``events`` produced by a thread of its own, at most ``depth`` ahead of the
-    consumer (OpenCV decodes without the GIL, so decoding goes on while the caller looks
+    consumer (FFmpeg decodes without the GIL, so decoding goes on while the caller looks
     for faces). ``backlog`` is how many are waiting. An exception in the producer is raised
     in the consumer; a consumer that stops early stops the producer."""
 
