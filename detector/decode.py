@@ -80,7 +80,6 @@ class VideoDecoder:
         self.decoded = 0
         self.left_out = 0
         self.redecoded = 0
-        self.fills = 0
         self._by_count = False  # timestamps could not be ranked: frames numbered as they come
         self._max_sent = -1  # the highest display index sent to the decoder
         self._spare: dict[int, object] = {}  # decoded by a fill beyond what it was asked for
@@ -92,38 +91,38 @@ class VideoDecoder:
     # -- the pass --------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
-        if not self.skipping:
-            yield from self._counted()
-            return
         import av
 
-        heap: list[int] = []
-        waiting: list = []  # packets read, not yet sent (decoding order)
-        n = 0
         try:
-            for packet in self._container.demux(self._stream):
-                if packet.size == 0 and packet.pts is None:
-                    continue  # the demuxer's end-of-stream marker
-                if not self._by_count and (packet.pts is None or packet.pts in self._rank or packet.pts in heap):
-                    self._number_by_count("a packet without a timestamp of its own")
-                if not self._by_count and not packet.is_discard:  # an edit list's cut-off samples: never shown
-                    heapq.heappush(heap, packet.pts)
-                waiting.append(packet)
-                while len(heap) > LOOKAHEAD:
-                    self._rank[heapq.heappop(heap)] = n
-                    n += 1
-                while waiting and (self._by_count or waiting[0].is_discard or waiting[0].pts in self._rank):
-                    yield from self._send(waiting.pop(0))
-            while heap:
-                self._rank[heapq.heappop(heap)] = n
-                n += 1
-            while waiting:
-                yield from self._send(waiting.pop(0))
-            yield from self._shown(self._ctx.decode(None))
+            yield from (self._ranked() if self.skipping else self._counted())
         except av.error.FFmpegError as e:  # as OpenCV does: the video ends where it stops decoding
             log.warning("decoding stopped at frame %d: %s", self._last_shown + 1, e)
         finally:
             self._container.close()
+
+    def _ranked(self) -> Iterator[tuple[int, object]]:
+        heap: list[int] = []
+        waiting: list = []  # packets read, not yet sent (decoding order)
+        n = 0
+        for packet in self._container.demux(self._stream):
+            if packet.size == 0 and packet.pts is None:
+                continue  # the demuxer's end-of-stream marker
+            if not self._by_count and (packet.pts is None or packet.pts in self._rank or packet.pts in heap):
+                self._number_by_count("a packet without a timestamp of its own")
+            if not self._by_count and not packet.is_discard:  # an edit list's cut-off samples: never shown
+                heapq.heappush(heap, packet.pts)
+            waiting.append(packet)
+            while len(heap) > LOOKAHEAD:
+                self._rank[heapq.heappop(heap)] = n
+                n += 1
+            while waiting and (self._by_count or waiting[0].is_discard or waiting[0].pts in self._rank):
+                yield from self._send(waiting.pop(0))
+        while heap:
+            self._rank[heapq.heappop(heap)] = n
+            n += 1
+        while waiting:
+            yield from self._send(waiting.pop(0))
+        yield from self._shown(self._ctx.decode(None))
 
     def _number_by_count(self, why: str) -> None:
         """Timestamps that cannot be ranked (a broken mux): every frame decoded from here on,
@@ -134,17 +133,10 @@ class VideoDecoder:
         self.stop_skipping()
 
     def _counted(self) -> Iterator[tuple[int, object]]:
-        import av
-
-        try:
-            for frame in self._container.decode(self._stream):
-                self.decoded += 1
-                self._last_shown = self.decoded - 1
-                yield self.decoded - 1, frame
-        except av.error.FFmpegError as e:
-            log.warning("decoding stopped at frame %d: %s", self.decoded, e)
-        finally:
-            self._container.close()
+        for frame in self._container.decode(self._stream):
+            self.decoded += 1
+            self._last_shown += 1
+            yield self._last_shown, frame
 
     def _send(self, packet) -> Iterator[tuple[int, object]]:
         idx = self._rank.get(packet.pts)
@@ -175,11 +167,15 @@ class VideoDecoder:
             self.decoded += 1
             yield idx, frame
 
+    def _rank_of(self, packet_or_frame) -> int:
+        """Its display index, or -1 (a discarded sample, or none ranked yet)."""
+        return self._rank.get(packet_or_frame.pts, -1)
+
     def _trim(self) -> None:
         """Drop kept packets before the last keyframe shown at or before the last shown frame."""
         start = None
         for i, p in enumerate(self._kept):
-            if p.is_keyframe and 0 <= self._rank.get(p.pts, -1) <= self._last_shown:
+            if p.is_keyframe and 0 <= self._rank_of(p) <= self._last_shown:
                 start = i
         if start:
             self._kept_bytes -= sum(p.size for p in self._kept[:start])
@@ -197,8 +193,7 @@ class VideoDecoder:
 
         if all(i in self._spare for i in range(lo, hi + 1)):
             return {i: self._spare.pop(i) for i in range(lo, hi + 1)}
-        start = max((i for i, p in enumerate(self._kept) if p.is_keyframe and 0 <= self._rank.get(p.pts, -1) <= lo),
-                    default=None)
+        start = max((i for i, p in enumerate(self._kept) if p.is_keyframe and 0 <= self._rank_of(p) <= lo), default=None)
         if start is None:
             raise LookupError(f"frames {lo}-{hi} are no longer kept")
         ctx = av.CodecContext.create(self._ctx.name, "r")
@@ -210,15 +205,14 @@ class VideoDecoder:
         def take(frames) -> None:
             for frame in frames:
                 self.redecoded += 1
-                idx = self._rank.get(frame.pts, -1)
+                idx = self._rank_of(frame)
                 if lo <= idx <= top:
                     got[idx] = frame
 
         for p in self._kept[start:]:
-            idx = self._rank.get(p.pts, -1)
+            idx = self._rank_of(p)
             ctx.skip_frame = "DEFAULT" if lo <= idx <= top else "NONREF"
             take(ctx.decode(p))
         take(ctx.decode(None))
-        self.fills += 1
-        self._spare = {i: f for i, f in got.items() if i > hi and i > self._last_shown}
+        self._spare = {i: f for i, f in got.items() if i > self._last_shown}
         return {i: f for i, f in got.items() if i <= hi}

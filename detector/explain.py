@@ -33,8 +33,9 @@ SENTENCE = {
 }
 
 
-def _last_feature_map(model, x):
-    """Run ``model`` on ``x`` and return (output, the last 4-D activation with a spatial extent)."""
+def _last_feature_map(model, run):
+    """Call ``run()`` (which runs ``model``) and return (its output, the last 4-D activation of
+    ``model`` with a spatial extent)."""
     import torch
 
     seen = []
@@ -45,7 +46,7 @@ def _last_feature_map(model, x):
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
-        out = model(x)
+        out = run()
     finally:
         for h in handles:
             h.remove()
@@ -111,13 +112,8 @@ def grad_cam(ensemble, crops: Mapping[CropSpec, np.ndarray], box, display: CropS
             arr = resize_square(crops[m.crop], m.input_size)
             x = torch.from_numpy(arr[None]).to(ensemble.device).permute(0, 3, 1, 2).float().div(255.0)
             x.requires_grad_(True)  # so that every activation is part of the graph
-            mean = torch.tensor(m.mean, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(m.std, device=x.device).view(1, 3, 1, 1)
-            out, act = _last_feature_map(m.model, (x - mean) / std)
-            z = out.float().reshape(-1)[:1]
-            if m.calibration is not None:
-                z = m.calibration.a * z + m.calibration.b
-            logits.append(z)
+            out, act = _last_feature_map(m.model, lambda m=m, x=x: m.logits(x))  # its calibrated logit
+            logits.append(out.reshape(-1)[:1])
             acts.append(act)
         p = ensemble.combine(torch.stack(logits)).clamp(1e-6, 1 - 1e-6)
         score = float(p.detach().reshape(-1)[0])

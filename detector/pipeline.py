@@ -297,27 +297,7 @@ class Analyzer(LazyModel):
         look(early)
         look(late)
         spans = shots()
-        self._confirm(taken, looked)
-        return (*_gather(taken, looked, len(spans)), spans, decoded())
-
-    def _confirm(self, taken: list[tuple[int, int]], looked: dict[int, tuple]) -> None:
-        """Drop the less sure faces (found on frames searched downscaled) that no sure face of a
-        neighbouring sampled frame confirms (:func:`detector.tracks.confirmed`); a photo's are
-        all dropped (it has no neighbours)."""
-        by_shot: dict[int, list[tuple[int, int, int]]] = {}  # shot -> (position, frame index, face)
-        position: dict[int, int] = {}
-        for shot, idx in taken:
-            position[shot] = position.get(shot, -1) + 1
-            by_shot.setdefault(shot, []).extend((position[shot], idx, k) for k in range(len(looked[idx][1])))
-        keep = set()
-        for faces in by_shot.values():
-            dets = [looked[idx][1][k][0] for _, idx, k in faces]
-            ok = confirmed([pos for pos, _, _ in faces], [d.box for d in dets], [d.prob for d in dets],
-                           self.settings.face_min_prob)
-            keep |= {(idx, k) for (_, idx, k), sure in zip(faces, ok) if sure}
-        for idx in {idx for _, idx in taken}:
-            small, found = looked[idx]
-            looked[idx] = (small, [f for k, f in enumerate(found) if (idx, k) in keep])
+        return (*_gather(taken, looked, len(spans), self.settings.face_min_prob), spans, decoded())
 
     def _look_at(self, batch: list[tuple[int, np.ndarray]], kind: str, timer: _Timer) -> dict[int, tuple]:
         """Faces in each (index, RGB) frame: a keyframe-size copy of the frame and, per face,
@@ -419,21 +399,33 @@ class Analyzer(LazyModel):
         return [[keys[i] for i in g] for g in groups], len(missing)
 
 
-def _gather(taken: list[tuple[int, int]], looked: dict[int, tuple], n_shots: int):
+def _gather(taken: list[tuple[int, int]], looked: dict[int, tuple], n_shots: int, min_prob: float):
     """The faces in the order the sampler took their frames, each shot's sampled-frame count,
-    and the keyframe candidates (frames with faces; a shot without any: its first frame)."""
+    and the keyframe candidates (frames with faces; a shot without any: its first frame).
+    A less sure face (found on a frame searched downscaled) stays only where a sure face of a
+    neighbouring sampled frame confirms it (:func:`detector.tracks.confirmed`); a photo's
+    never do (it has no neighbours)."""
     faces: list[_Face] = []
     sampled = [0] * n_shots
+    for shot, idx in taken:
+        sampled[shot] += 1
+        for d, e, ctx, shown, cut in looked[idx][1]:
+            faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
+    keep = [True] * len(faces)
+    for shot in range(n_shots):
+        mine = [i for i, f in enumerate(faces) if f.shot == shot]
+        ok = confirmed([faces[i].position for i in mine], [faces[i].box for i in mine],
+                       [faces[i].prob for i in mine], min_prob)
+        for i, sure in zip(mine, ok):
+            keep[i] = sure
+    faces = [f for f, k in zip(faces, keep) if k]
+    with_faces = {f.frame_index for f in faces}
     thumbs: dict[int, np.ndarray] = {}  # frame index -> small copy; -1 - shot for a faceless shot
     for shot, idx in taken:
-        small, found = looked[idx]
-        sampled[shot] += 1
-        if found:
-            thumbs[idx] = small
+        if idx in with_faces:
+            thumbs[idx] = looked[idx][0]
         elif -1 - shot not in thumbs:
-            thumbs[-1 - shot] = small
-        for d, e, ctx, shown, cut in found:
-            faces.append(_Face(shot, idx, d.box, d.prob, sampled[shot] - 1, e, ctx, shown, cut))
+            thumbs[-1 - shot] = looked[idx][0]
     return faces, sampled, thumbs
 
 
